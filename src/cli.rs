@@ -1,0 +1,409 @@
+//! Command-line flags and `-o` mount options, resolved onto one [`MountConfig`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_s3::config::Credentials;
+use clap::Parser;
+
+use crate::cache::PrefetchConfig;
+use crate::credentials::{self, Env};
+use crate::fs::FsConfig;
+use crate::store::s3::S3Settings;
+
+#[derive(Parser, Debug, Clone, Default)]
+#[command(
+    name = "s3mount",
+    version,
+    about = "Mount an S3 bucket (AWS or any S3-compatible store) as a local directory",
+    after_help = "Examples:\n  s3mount my-bucket /mnt/data\n  s3mount my-bucket:some/prefix /mnt/data --endpoint https://s3.example.net\n  s3mount --service-key key.json /mnt/data\n  s3mount my-bucket /mnt/data -o ro,allow_other,uid=1000,gid=1000"
+)]
+pub struct Cli {
+    /// BUCKET[:PREFIX] and MOUNTPOINT; the bucket may be left out when --service-key names one
+    #[arg(value_name = "[BUCKET[:PREFIX]] MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub args: Vec<String>,
+    /// S3 endpoint URL for S3-compatible stores (e.g. https://s3.example.net, http://127.0.0.1:9000)
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Region (default: from the credential source, else us-east-1)
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Profile from ~/.aws/credentials and ~/.aws/config
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Platform service-key file (JSON with access_key_id, secret_access_key, region, bucket)
+    #[arg(long, value_name = "FILE")]
+    pub service_key: Option<PathBuf>,
+    /// Do not sign requests (public buckets)
+    #[arg(long)]
+    pub no_sign_request: bool,
+    /// Use path-style addressing (automatic for IP addresses and localhost)
+    #[arg(long)]
+    pub force_path_style: bool,
+    /// Mount read-only: every write fails with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay in the foreground instead of detaching once the mount is live
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated (every flag has one: endpoint=, profile=, ro, uid=, ...)
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Owner of files without uid metadata (default: the mounting user); given, it overrides metadata
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of files without gid metadata (default: the mounting user's group)
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files without mode metadata, octal
+    #[arg(long, value_name = "OCTAL", default_value = "0644", value_parser = parse_octal)]
+    pub file_mode: u16,
+    /// Permission bits of directories without mode metadata, octal
+    #[arg(long, value_name = "OCTAL", default_value = "0755", value_parser = parse_octal)]
+    pub dir_mode: u16,
+    /// Bits cleared from every mode, octal
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
+    pub umask: Option<u16>,
+    /// Let other users access the mount (turns on default_permissions)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Seconds metadata and listings are cached (other clients' changes show up after this)
+    #[arg(long, value_name = "SECONDS", default_value = "1")]
+    pub metadata_ttl: f64,
+    /// Memory for cached blocks of file data (e.g. 64M, 1G)
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Largest read-ahead per open file (e.g. 32M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_prefetch: Option<u64>,
+    /// Listings with at most this many entries are completed with a HEAD each (modes, symlinks)
+    #[arg(long, value_name = "N", default_value = "1000")]
+    pub list_stat_limit: usize,
+    /// Seconds to wait for a TCP connection to the endpoint
+    #[arg(long, value_name = "SECONDS", default_value = "5")]
+    pub connect_timeout: f64,
+    /// Debug logging (a RUST_LOG filter is honoured too)
+    #[arg(short, long)]
+    pub debug: bool,
+    /// Internal: the detached mount process
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+fn parse_octal(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 0644"))
+}
+
+/// `1048576`, `64M`, `64MiB`, `1G`, `512k`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = t[digits.len()..].to_ascii_lowercase();
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64M"))?;
+    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Options mount(8), systemd and fstab add that mean nothing to us.
+fn ignored_option(name: &str) -> bool {
+    matches!(
+        name,
+        "_netdev" | "nofail" | "noauto" | "auto" | "defaults" | "rw" | "user" | "nouser"
+            | "users" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
+            | "noatime" | "relatime" | "nodiratime" | "async" | "sync" | "owner" | "group"
+            | "comment" | "bg" | "fg"
+    ) || name.starts_with("x-systemd.")
+        || name.starts_with("x-")
+        || name.starts_with("comment=")
+}
+
+impl Cli {
+    /// Folds `-o` options onto the flags, so both spellings mean one thing.
+    pub fn apply_mount_options(&mut self) -> Result<(), String> {
+        let opts: Vec<String> = self
+            .options
+            .iter()
+            .flat_map(|o| o.split(','))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        for opt in opts {
+            let (name, value) = match opt.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (opt.as_str(), None),
+            };
+            let need = || value.ok_or_else(|| format!("mount option {name} needs a value ({name}=...)"));
+            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("mount option {name}={v}: not a number"));
+            match name.replace('-', "_").as_str() {
+                "ro" | "read_only" => self.read_only = true,
+                "allow_other" => self.allow_other = true,
+                "allow_root" => self.allow_other = true,
+                "default_permissions" => {}
+                "foreground" => self.foreground = true,
+                "debug" => self.debug = true,
+                "no_sign_request" => self.no_sign_request = true,
+                "force_path_style" | "use_path_request_style" => self.force_path_style = true,
+                "endpoint" | "url" => self.endpoint = Some(need()?.to_string()),
+                "region" => self.region = Some(need()?.to_string()),
+                "profile" => self.profile = Some(need()?.to_string()),
+                "service_key" => self.service_key = Some(need()?.into()),
+                "uid" => self.uid = Some(num(need()?)?),
+                "gid" => self.gid = Some(num(need()?)?),
+                "umask" => self.umask = Some(parse_octal(need()?)?),
+                "file_mode" => self.file_mode = parse_octal(need()?)?,
+                "dir_mode" => self.dir_mode = parse_octal(need()?)?,
+                "metadata_ttl" => {
+                    self.metadata_ttl = need()?
+                        .parse()
+                        .map_err(|_| format!("mount option metadata_ttl={}: not a number", value.unwrap_or("")))?
+                }
+                "cache_size" => self.cache_size = parse_size(need()?)?,
+                "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
+                "list_stat_limit" => self.list_stat_limit = num(need()?)? as usize,
+                "connect_timeout" => {
+                    self.connect_timeout = need()?
+                        .parse()
+                        .map_err(|_| "mount option connect_timeout: not a number".to_string())?
+                }
+                n if ignored_option(n) || ignored_option(&opt) => {}
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub bucket: String,
+    pub prefix: String,
+    pub mountpoint: PathBuf,
+    pub s3: S3Settings,
+    pub fs: FsConfig,
+    pub foreground: bool,
+    pub daemon_child: bool,
+    pub allow_other: bool,
+    pub credential_source: String,
+    /// Where the store is, for messages (never holds secrets).
+    pub endpoint_label: String,
+    /// Credential files to re-check (for the world-readable warning).
+    pub secret_files: Vec<PathBuf>,
+}
+
+/// `bucket`, `bucket:prefix`, `s3://bucket/prefix`.
+pub fn parse_source(s: &str) -> Result<(String, String), String> {
+    let (bucket, prefix) = if let Some(rest) = s.strip_prefix("s3://") {
+        rest.split_once('/').unwrap_or((rest, ""))
+    } else {
+        s.split_once(':').unwrap_or((s, ""))
+    };
+    if bucket.is_empty() || bucket.contains('/') {
+        return Err(format!("{s:?} is not BUCKET or BUCKET:PREFIX"));
+    }
+    let prefix = prefix.trim_matches('/');
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+fn host_of(endpoint: &str) -> &str {
+    let rest = endpoint.split_once("://").map(|(_, r)| r).unwrap_or(endpoint);
+    let hostport = rest.split('/').next().unwrap_or("");
+    let hostport = hostport.rsplit_once('@').map(|(_, h)| h).unwrap_or(hostport);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    hostport.split(':').next().unwrap_or("")
+}
+
+/// Virtual-hosted addressing cannot work for an IP address or localhost.
+pub fn needs_path_style(endpoint: &str) -> bool {
+    let host = host_of(endpoint);
+    host.parse::<IpAddr>().is_ok() || host == "localhost" || host.ends_with(".localhost")
+}
+
+impl MountConfig {
+    pub fn from_cli(mut cli: Cli, env: &dyn Env) -> Result<Self, String> {
+        cli.apply_mount_options()?;
+        let (source, mountpoint) = match cli.args.as_slice() {
+            [m] => (None, m.clone()),
+            [s, m] => (Some(s.clone()), m.clone()),
+            _ => return Err("expected [BUCKET[:PREFIX]] MOUNTPOINT".into()),
+        };
+        let creds = credentials::resolve(
+            &credentials::Request {
+                service_key: cli.service_key.clone(),
+                profile: cli.profile.clone(),
+                anonymous: cli.no_sign_request,
+            },
+            env,
+        )?;
+        let (bucket, prefix) = match (&source, &creds.bucket) {
+            (Some(s), _) => parse_source(s)?,
+            (None, Some(b)) => parse_source(b)?,
+            (None, None) => {
+                return Err("no bucket given: use s3mount BUCKET MOUNTPOINT, or a service key that names one".into());
+            }
+        };
+        let mountpoint = PathBuf::from(&mountpoint);
+        let md = std::fs::metadata(&mountpoint)
+            .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+        if !md.is_dir() {
+            return Err(format!("mountpoint {} is not a directory", mountpoint.display()));
+        }
+        let mountpoint = mountpoint
+            .canonicalize()
+            .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+
+        let endpoint = cli.endpoint.clone().or(creds.endpoint.clone());
+        if let Some(ep) = &endpoint {
+            if !ep.starts_with("http://") && !ep.starts_with("https://") {
+                return Err(format!("endpoint {ep:?} must start with http:// or https://"));
+            }
+        }
+        let region = cli
+            .region
+            .clone()
+            .or(creds.region.clone())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let path_style = cli.force_path_style
+            || creds.path_style.unwrap_or(false)
+            || endpoint.as_deref().is_some_and(needs_path_style);
+        let credentials = creds.keys.as_ref().map(|k| {
+            Credentials::new(
+                &k.access_key_id,
+                &k.secret_access_key.0,
+                k.session_token.as_ref().map(|t| t.0.clone()),
+                None,
+                "s3mount",
+            )
+        });
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let max_window = cli
+            .max_prefetch
+            .unwrap_or(64 << 20)
+            .min(cli.cache_size / 2)
+            .max(1 << 20);
+        let fs = FsConfig {
+            prefix: prefix.clone(),
+            uid: cli.uid.unwrap_or(euid),
+            gid: cli.gid.unwrap_or(egid),
+            force_owner: cli.uid.is_some() || cli.gid.is_some(),
+            file_mode: cli.file_mode,
+            dir_mode: cli.dir_mode,
+            umask: cli.umask.unwrap_or(0),
+            metadata_ttl: Duration::from_secs_f64(cli.metadata_ttl.max(0.0)),
+            read_only: cli.read_only,
+            list_stat_limit: cli.list_stat_limit,
+            prefetch: PrefetchConfig {
+                max_window,
+                ..PrefetchConfig::default()
+            },
+            cache_bytes: cli.cache_size as usize,
+        };
+        let endpoint_label = endpoint
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 ({region})"));
+        Ok(MountConfig {
+            s3: S3Settings {
+                bucket: bucket.clone(),
+                endpoint,
+                region,
+                credentials,
+                path_style,
+                connect_timeout: Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
+                read_timeout: Duration::from_secs(30),
+                max_attempts: 3,
+            },
+            bucket,
+            prefix,
+            mountpoint,
+            fs,
+            foreground: cli.foreground,
+            daemon_child: cli.daemon_child,
+            allow_other: cli.allow_other,
+            credential_source: creds.source,
+            endpoint_label,
+            secret_files: cli.service_key.into_iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::ProcessEnv;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(parse_source("b").unwrap(), ("b".into(), "".into()));
+        assert_eq!(parse_source("b:some/pre/").unwrap(), ("b".into(), "some/pre".into()));
+        assert_eq!(parse_source("s3://b/p").unwrap(), ("b".into(), "p".into()));
+        assert!(parse_source(":x").is_err());
+    }
+
+    #[test]
+    fn path_style_hosts() {
+        assert!(needs_path_style("http://127.0.0.1:9000"));
+        assert!(needs_path_style("http://localhost:9000/"));
+        assert!(needs_path_style("http://[::1]:9000"));
+        assert!(!needs_path_style("https://s3.example.net"));
+    }
+
+    #[test]
+    fn mount_options_fold_onto_flags() {
+        let mut cli = Cli::parse_from([
+            "s3mount",
+            "b",
+            "/mnt",
+            "-o",
+            "ro,allow_other,uid=1000,gid=1001,umask=022,endpoint=http://127.0.0.1:1,_netdev,nofail,x-systemd.automount,cache_size=128M",
+        ]);
+        cli.apply_mount_options().unwrap();
+        assert!(cli.read_only && cli.allow_other);
+        assert_eq!((cli.uid, cli.gid, cli.umask), (Some(1000), Some(1001), Some(0o22)));
+        assert_eq!(cli.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(cli.cache_size, 128 << 20);
+        let mut bad = Cli::parse_from(["s3mount", "b", "/mnt", "-o", "bogus"]);
+        assert!(bad.apply_mount_options().unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn config_for_a_local_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::parse_from([
+            "s3mount",
+            "bucket:pre/",
+            dir.path().to_str().unwrap(),
+            "--endpoint",
+            "http://127.0.0.1:9000",
+            "--no-sign-request",
+        ]);
+        let c = MountConfig::from_cli(cli, &ProcessEnv).unwrap();
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bucket", "pre"));
+        assert!(c.s3.path_style);
+        assert_eq!(c.s3.region, "us-east-1");
+        assert!(c.s3.credentials.is_none());
+    }
+}

@@ -1,0 +1,818 @@
+//! The filesystem logic: paths onto keys, attributes, listings and open handles. It never sees
+//! fuser types; the adapter in `fuse.rs` turns its results into replies.
+
+pub mod inode;
+pub mod meta;
+pub mod names;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::cache::{BlockCache, PrefetchConfig, Prefetcher};
+use crate::error::FsError;
+use crate::store::{ObjectInfo, ObjectStore, StoreError, collect};
+use inode::{Inodes, ROOT};
+pub use meta::Kind;
+use meta::MetaAttrs;
+use names::Keys;
+
+/// HEADs in flight at once when a listing is completed with object metadata.
+const STAT_CONCURRENCY: usize = 32;
+/// Objects whose metadata (mode, owner, symlink) is remembered across listings.
+const META_CACHE_ENTRIES: usize = 65_536;
+/// Keys that could not be shown, logged once each.
+const WARNED_KEYS: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub prefix: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// `uid=`/`gid=` given: they override the owner stored in object metadata.
+    pub force_owner: bool,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    pub umask: u16,
+    pub metadata_ttl: Duration,
+    pub read_only: bool,
+    /// Listings with at most this many objects are completed with a HEAD each, so `ls -l` shows
+    /// modes, owners and symlinks; larger ones show listing data only (sizes, times).
+    pub list_stat_limit: usize,
+    pub prefetch: PrefetchConfig,
+    pub cache_bytes: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            prefix: String::new(),
+            uid: 0,
+            gid: 0,
+            force_owner: false,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            umask: 0,
+            metadata_ttl: Duration::from_secs(1),
+            read_only: false,
+            list_stat_limit: 1000,
+            prefetch: PrefetchConfig::default(),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What a path is in the bucket, as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub kind: Kind,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub meta: MetaAttrs,
+    /// Whether `meta` came from the object's headers (a HEAD), not just a listing.
+    pub has_meta: bool,
+}
+
+impl Found {
+    /// A directory (or, in tests, anything) known only by keys under it.
+    pub fn implicit(kind: Kind) -> Self {
+        Found {
+            kind,
+            size: 0,
+            etag: String::new(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            meta: MetaAttrs::default(),
+            has_meta: false,
+        }
+    }
+
+    fn from_object(o: &ObjectInfo, is_dir: bool) -> Self {
+        let (meta, has_meta) = match &o.user_meta {
+            Some(m) => (meta::parse(m, is_dir), true),
+            None => (MetaAttrs::default(), false),
+        };
+        let kind = if is_dir {
+            Kind::Dir
+        } else if meta.symlink {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
+        Found {
+            kind,
+            size: if is_dir { 0 } else { o.size },
+            etag: o.etag.clone(),
+            last_modified: o.last_modified,
+            meta,
+            has_meta,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirItem {
+    pub name: String,
+    pub kind: Kind,
+    pub ino: u64,
+}
+
+type Listing = BTreeMap<String, Found>;
+
+struct DirHandle {
+    ino: u64,
+    parent: u64,
+    entries: Vec<(String, Found)>,
+}
+
+struct FileHandle<S> {
+    prefetcher: Prefetcher<S>,
+}
+
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
+pub struct Fs<S> {
+    store: Arc<S>,
+    cfg: FsConfig,
+    keys: Keys,
+    mounted_at: SystemTime,
+    inodes: Mutex<Inodes>,
+    listings: Mutex<HashMap<String, (Instant, Arc<Listing>)>>,
+    negative: Mutex<LruCache<String, Instant>>,
+    /// key → (ETag, Last-Modified, what its headers said): listings carry no metadata.
+    metas: Mutex<LruCache<String, (String, SystemTime, Found)>>,
+    warned: Mutex<HashSet<String>>,
+    cache: Arc<BlockCache>,
+    files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    next_fh: AtomicU64,
+}
+
+impl<S: ObjectStore> Fs<S> {
+    pub fn new(store: Arc<S>, cfg: FsConfig) -> Self {
+        let keys = Keys::new(&cfg.prefix);
+        let mounted_at = SystemTime::now();
+        let mut root = Found::implicit(Kind::Dir);
+        root.last_modified = mounted_at;
+        Fs {
+            store,
+            keys,
+            mounted_at,
+            inodes: Mutex::new(Inodes::new(root)),
+            listings: Mutex::new(HashMap::new()),
+            negative: Mutex::new(LruCache::new(65_536.try_into().unwrap())),
+            metas: Mutex::new(LruCache::new(META_CACHE_ENTRIES.try_into().unwrap())),
+            warned: Mutex::new(HashSet::new()),
+            cache: Arc::new(BlockCache::new(cfg.cache_bytes)),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.cfg.metadata_ttl
+    }
+
+    fn fresh_until(&self) -> Instant {
+        Instant::now() + self.cfg.metadata_ttl
+    }
+
+    fn warn_once(&self, key: &str, why: &str) {
+        let mut w = self.warned.lock();
+        if w.len() < WARNED_KEYS && w.insert(key.to_string()) {
+            tracing::warn!(key, "{why}; not shown in the mount");
+        }
+    }
+
+    pub fn attr_of(&self, ino: u64, f: &Found) -> Attr {
+        let default_perm = match f.kind {
+            Kind::Dir => self.cfg.dir_mode,
+            Kind::File => self.cfg.file_mode,
+            Kind::Symlink => 0o777,
+        };
+        let perm = f.meta.perm.unwrap_or(default_perm) & !self.cfg.umask;
+        let (uid, gid) = if self.cfg.force_owner {
+            (self.cfg.uid, self.cfg.gid)
+        } else {
+            (
+                f.meta.uid.unwrap_or(self.cfg.uid),
+                f.meta.gid.unwrap_or(self.cfg.gid),
+            )
+        };
+        let mtime = f.meta.mtime.unwrap_or(if f.last_modified == SystemTime::UNIX_EPOCH {
+            self.mounted_at
+        } else {
+            f.last_modified
+        });
+        Attr {
+            ino,
+            kind: f.kind,
+            size: f.size,
+            mtime,
+            perm,
+            uid,
+            gid,
+        }
+    }
+
+    fn node_path(&self, ino: u64) -> Result<(String, Kind), FsError> {
+        let inodes = self.inodes.lock();
+        let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+        Ok((node.path.clone(), node.found.kind))
+    }
+
+    fn dir_path(&self, ino: u64) -> Result<String, FsError> {
+        match self.node_path(ino)? {
+            (p, Kind::Dir) => Ok(p),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    /// What the caches already say about `parent/name`, without a request.
+    fn cached(&self, parent_path: &str, name: &str, path: &str) -> Option<Result<Found, FsError>> {
+        let now = Instant::now();
+        {
+            let inodes = self.inodes.lock();
+            if let Some(node) = inodes.by_path(path).and_then(|i| inodes.get(i)) {
+                if node.valid_until > now {
+                    return Some(Ok(node.found.clone()));
+                }
+            }
+        }
+        if let Some(&until) = self.negative.lock().get(path) {
+            if until > now {
+                return Some(Err(FsError::NotFound));
+            }
+        }
+        let listings = self.listings.lock();
+        match listings.get(parent_path) {
+            Some((until, listing)) if *until > now => Some(
+                listing
+                    .get(name)
+                    .cloned()
+                    .ok_or(FsError::NotFound),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Asks the bucket what `path` is: a directory (a marker or keys under it) wins over an
+    /// object of the same name.
+    async fn resolve(&self, path: &str) -> Result<Found, FsError> {
+        if path.is_empty() {
+            return Ok(self.inodes.lock().get(ROOT).expect("root").found.clone());
+        }
+        let file_key = self.keys.file(path)?;
+        let dir_key = self.keys.dir(path);
+        let (head, list) = tokio::join!(
+            self.store.head(&file_key),
+            self.store.list(&dir_key, true, None, Some(1)),
+        );
+        let list = list?;
+        let first_key = list
+            .objects
+            .first()
+            .map(|o| o.key.as_str())
+            .or(list.prefixes.first().map(String::as_str));
+        if let Some(first) = first_key {
+            if head.is_ok() {
+                self.warn_once(&file_key, "an object and a directory share this name");
+            }
+            if first == dir_key {
+                if let Ok(marker) = self.store.head(&dir_key).await {
+                    return Ok(Found::from_object(&marker, true));
+                }
+            }
+            let mut f = Found::implicit(Kind::Dir);
+            f.last_modified = self.mounted_at;
+            return Ok(f);
+        }
+        match head {
+            Ok(obj) => {
+                let is_dir = meta::is_dir_content_type(obj.content_type.as_deref());
+                let found = Found::from_object(&obj, is_dir);
+                self.remember_meta(&obj.key, &found);
+                Ok(found)
+            }
+            Err(StoreError::NotFound) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn remember_meta(&self, key: &str, found: &Found) {
+        if found.has_meta {
+            self.metas.lock().put(
+                key.to_string(),
+                (found.etag.clone(), found.last_modified, found.clone()),
+            );
+        }
+    }
+
+    /// Fills a listing entry with metadata seen earlier for the same version of the object.
+    fn known_meta(&self, key: &str, found: &mut Found) {
+        if let Some((etag, lm, known)) = self.metas.lock().get(key) {
+            if *etag == found.etag && *lm == found.last_modified {
+                *found = known.clone();
+            }
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        names::check_name(name)?;
+        let parent_path = self.dir_path(parent)?;
+        let path = names::join(&parent_path, name);
+        self.keys.file(&path)?;
+        let found = match self.cached(&parent_path, name, &path) {
+            Some(r) => r?,
+            None => match self.resolve(&path).await {
+                Ok(f) => f,
+                Err(FsError::NotFound) => {
+                    self.negative.lock().put(path, self.fresh_until());
+                    return Err(FsError::NotFound);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let ino = self
+            .inodes
+            .lock()
+            .upsert(&path, found.clone(), self.fresh_until(), true);
+        Ok(self.attr_of(ino, &found))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().forget(ino, n);
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let (path, fresh) = {
+            let inodes = self.inodes.lock();
+            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+            if ino == ROOT || node.valid_until > Instant::now() {
+                return Ok(self.attr_of(ino, &node.found));
+            }
+            (node.path.clone(), node.found.clone())
+        };
+        let found = self.resolve(&path).await?;
+        let mut inodes = self.inodes.lock();
+        if let Some(node) = inodes.get_mut(ino) {
+            if node.found.kind == found.kind {
+                node.found = found.clone();
+                node.valid_until = self.fresh_until();
+                return Ok(self.attr_of(ino, &found));
+            }
+        }
+        // The path is now something else; this inode is stale.
+        let _ = fresh;
+        Err(FsError::NotFound)
+    }
+
+    /// Lists a directory, completing small listings with each object's metadata.
+    async fn list_dir(&self, path: &str) -> Result<Arc<Listing>, FsError> {
+        let prefix = self.keys.dir(path);
+        let mut dirs: BTreeMap<String, Found> = BTreeMap::new();
+        let mut files: Vec<(String, Found, String)> = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.store.list(&prefix, true, token, None).await?;
+            for p in &page.prefixes {
+                let name = p[prefix.len()..].strip_suffix('/').unwrap_or("");
+                if !names::showable(name) {
+                    self.warn_once(p, "key has an empty, '.', '..' or over-long segment");
+                    continue;
+                }
+                let mut f = Found::implicit(Kind::Dir);
+                f.last_modified = self.mounted_at;
+                self.known_meta(p, &mut f);
+                dirs.insert(name.to_string(), f);
+            }
+            for o in &page.objects {
+                if o.key == prefix {
+                    continue; // this directory's own marker
+                }
+                let name = &o.key[prefix.len()..];
+                if !names::showable(name) || name.ends_with('/') {
+                    self.warn_once(&o.key, "key cannot be shown as a file name");
+                    continue;
+                }
+                let mut f = Found::from_object(o, false);
+                self.known_meta(&o.key, &mut f);
+                files.push((name.to_string(), f, o.key.clone()));
+            }
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        files.retain(|(name, _, key)| {
+            let clash = dirs.contains_key(name);
+            if clash {
+                self.warn_once(key, "an object and a directory share this name");
+            }
+            !clash
+        });
+
+        let unknown = files.iter().filter(|(_, f, _)| !f.has_meta).count()
+            + dirs.values().filter(|f| !f.has_meta).count();
+        if unknown > 0 && unknown <= self.cfg.list_stat_limit {
+            self.complete_metadata(&prefix, &mut files, &mut dirs).await;
+        }
+        let mut listing: Listing = dirs;
+        for (name, f, _) in files {
+            listing.insert(name, f);
+        }
+        let listing = Arc::new(listing);
+        self.listings
+            .lock()
+            .insert(path.to_string(), (self.fresh_until(), listing.clone()));
+        Ok(listing)
+    }
+
+    async fn complete_metadata(
+        &self,
+        prefix: &str,
+        files: &mut [(String, Found, String)],
+        dirs: &mut BTreeMap<String, Found>,
+    ) {
+        let file_heads = files
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, f, _))| !f.has_meta)
+            .map(|(i, (_, _, key))| (Some(i), key.clone()));
+        let dir_heads = dirs
+            .iter()
+            .filter(|(_, f)| !f.has_meta)
+            .map(|(name, _)| (None, format!("{prefix}{name}/")));
+        let heads: Vec<(Option<usize>, String)> = file_heads.chain(dir_heads).collect();
+        let results: Vec<_> = futures::stream::iter(heads)
+            .map(|(i, key)| async move { (i, self.store.head(&key).await, key) })
+            .buffer_unordered(STAT_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, res, key) in results {
+            let Ok(obj) = res else { continue };
+            match i {
+                Some(i) => {
+                    let is_dir = meta::is_dir_content_type(obj.content_type.as_deref());
+                    let f = Found::from_object(&obj, is_dir);
+                    self.remember_meta(&key, &f);
+                    files[i].1 = f;
+                }
+                None => {
+                    let name = key[prefix.len()..].trim_end_matches('/');
+                    let f = Found::from_object(&obj, true);
+                    self.remember_meta(&key, &f);
+                    dirs.insert(name.to_string(), f);
+                }
+            }
+        }
+    }
+
+    pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let path = self.dir_path(ino)?;
+        let listing = self.list_dir(&path).await?;
+        let parent = if ino == ROOT {
+            ROOT
+        } else {
+            let parent_path = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+            self.inodes.lock().by_path(parent_path).unwrap_or(ROOT)
+        };
+        let entries = listing
+            .iter()
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().insert(
+            fh,
+            Arc::new(DirHandle {
+                ino,
+                parent,
+                entries,
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// Entries from `offset` on (offsets count `.` and `..`); each item's offset is its index + 1.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
+        let dir = self.dirs.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let inodes = self.inodes.lock();
+        let dir_path = inodes.get(dir.ino).map(|n| n.path.clone()).unwrap_or_default();
+        let dots = [(".", dir.ino), ("..", dir.parent)].map(|(n, ino)| DirItem {
+            name: n.to_string(),
+            kind: Kind::Dir,
+            ino,
+        });
+        let items = dots.into_iter().chain(dir.entries.iter().map(|(name, f)| {
+            let path = names::join(&dir_path, name);
+            DirItem {
+                name: name.clone(),
+                kind: f.kind,
+                ino: inodes.by_path(&path).unwrap_or_else(|| synthetic_ino(&path)),
+            }
+        }));
+        Ok(items
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, item)| (i as u64 + 1, item))
+            .collect())
+    }
+
+    /// For READDIRPLUS: the attributes of one listed entry, counting a kernel lookup for it.
+    pub fn readdir_entry(&self, fh: u64, name: &str) -> Result<Attr, FsError> {
+        let dir = self.dirs.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let found = dir
+            .entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .ok_or(FsError::NotFound)?;
+        let mut inodes = self.inodes.lock();
+        let dir_path = inodes.get(dir.ino).map(|n| n.path.clone()).unwrap_or_default();
+        let path = names::join(&dir_path, name);
+        let ino = inodes.upsert(&path, found.clone(), self.fresh_until(), true);
+        Ok(self.attr_of(ino, &found))
+    }
+
+    /// The attributes of `.`/`..` for READDIRPLUS (no lookup is counted for them).
+    pub fn dot_attr(&self, ino: u64) -> Attr {
+        let inodes = self.inodes.lock();
+        match inodes.get(ino) {
+            Some(n) => self.attr_of(ino, &n.found),
+            None => self.attr_of(ino, &Found::implicit(Kind::Dir)),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    pub async fn open(&self, ino: u64, write: bool) -> Result<Opened, FsError> {
+        if write {
+            return Err(if self.cfg.read_only {
+                FsError::ReadOnly
+            } else {
+                FsError::NotPermitted
+            });
+        }
+        let (path, found, fresh) = {
+            let inodes = self.inodes.lock();
+            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+            (
+                node.path.clone(),
+                node.found.clone(),
+                node.valid_until > Instant::now() && !node.found.etag.is_empty(),
+            )
+        };
+        match found.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink | Kind::File => {}
+        }
+        let key = self.keys.file(&path)?;
+        // Close-to-open: a fresh listing or HEAD entry is trusted, anything older is revalidated.
+        let found = if fresh {
+            found
+        } else {
+            let obj = self.store.head(&key).await?;
+            let f = Found::from_object(&obj, false);
+            self.remember_meta(&key, &f);
+            f
+        };
+        let keep_cache = {
+            let mut inodes = self.inodes.lock();
+            match inodes.get_mut(ino) {
+                Some(node) => {
+                    let keep = node.open_etag.as_deref() == Some(found.etag.as_str());
+                    node.open_etag = Some(found.etag.clone());
+                    if node.found.kind == found.kind {
+                        node.found = found.clone();
+                        node.valid_until = self.fresh_until();
+                    }
+                    keep
+                }
+                None => false,
+            }
+        };
+        let prefetcher = Prefetcher::new(
+            self.store.clone(),
+            self.cache.clone(),
+            self.cfg.prefetch,
+            &key,
+            &found.etag,
+            found.size,
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .insert(fh, Arc::new(FileHandle { prefetcher }));
+        Ok(Opened { fh, keep_cache })
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let handle = self.files.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        handle.prefetcher.read(offset, size).await
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.lock().remove(&fh);
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Bytes, FsError> {
+        let (path, found) = {
+            let inodes = self.inodes.lock();
+            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+            (node.path.clone(), node.found.clone())
+        };
+        if found.kind != Kind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        let key = self.keys.file(&path)?;
+        let body = self.store.get_range(&key, 0..found.size.max(1), None).await?;
+        Ok(collect(body).await?)
+    }
+
+    /// Refusal for every operation that would change the bucket, until writes are supported.
+    pub fn refuse_write(&self) -> FsError {
+        if self.cfg.read_only {
+            FsError::ReadOnly
+        } else {
+            FsError::NotPermitted
+        }
+    }
+}
+
+/// A stable inode number for entries the kernel has not looked up (READDIR's `d_ino` only).
+fn synthetic_ino(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish() | (1 << 63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn fs_with(objects: &[(&str, &[u8], &[(&str, &str)])]) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        for (k, body, meta) in objects {
+            store.insert(k, body.to_vec(), meta);
+        }
+        let fs = Fs::new(
+            store.clone(),
+            FsConfig {
+                uid: 1000,
+                gid: 1000,
+                ..FsConfig::default()
+            },
+        );
+        (store, fs)
+    }
+
+    fn names(fs: &Fs<MemoryStore>, fh: u64) -> Vec<String> {
+        fs.readdir(fh, 2)
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| i.name)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn implicit_dirs_markers_and_name_clash() {
+        let (_s, fs) = fs_with(&[
+            ("a/x", b"1", &[]),
+            ("m/", b"", &[]),
+            ("both", b"file", &[]),
+            ("both/inner", b"2", &[]),
+            ("top", b"3", &[]),
+            ("bad//key", b"", &[]),
+        ]);
+        let fh = fs.opendir(ROOT).await.unwrap();
+        assert_eq!(names(&fs, fh), ["a", "bad", "both", "m", "top"]);
+        assert_eq!(fs.lookup(ROOT, "both").await.unwrap().kind, Kind::Dir);
+        assert_eq!(fs.lookup(ROOT, "m").await.unwrap().kind, Kind::Dir);
+        let bad = fs.lookup(ROOT, "bad").await.unwrap();
+        let fh = fs.opendir(bad.ino).await.unwrap();
+        assert!(names(&fs, fh).is_empty(), "the empty segment is skipped");
+        assert!(matches!(fs.lookup(ROOT, "nope").await, Err(FsError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn metadata_headers_and_defaults() {
+        let (_s, fs) = fs_with(&[
+            ("exe", b"#!", &[("mode", "33261"), ("uid", "7"), ("gid", "8"), ("mtime", "1000")]),
+            ("plain", b"x", &[]),
+            ("link", b"exe", &[("mode", "41471")]),
+        ]);
+        let exe = fs.lookup(ROOT, "exe").await.unwrap();
+        assert_eq!((exe.perm, exe.uid, exe.gid), (0o755, 7, 8));
+        assert_eq!(exe.mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+        let plain = fs.lookup(ROOT, "plain").await.unwrap();
+        assert_eq!((plain.perm, plain.uid, plain.kind), (0o644, 1000, Kind::File));
+        let link = fs.lookup(ROOT, "link").await.unwrap();
+        assert_eq!(link.kind, Kind::Symlink);
+        assert_eq!(&fs.readlink(link.ino).await.unwrap()[..], b"exe");
+    }
+
+    #[tokio::test]
+    async fn listing_serves_lookups_without_heads() {
+        let objs: Vec<(String, Vec<u8>)> = (0..1500)
+            .map(|i| (format!("big/f{i:05}"), vec![1u8; i % 7]))
+            .collect();
+        let store = Arc::new(MemoryStore::new());
+        for (k, b) in &objs {
+            store.insert(k, b.clone(), &[]);
+        }
+        let fs = Fs::new(
+            store.clone(),
+            FsConfig {
+                list_stat_limit: 100,
+                ..FsConfig::default()
+            },
+        );
+        let dir = fs.lookup(ROOT, "big").await.unwrap();
+        let fh = fs.opendir(dir.ino).await.unwrap();
+        assert_eq!(fs.readdir(fh, 0).unwrap().len(), 1502);
+        let heads = store.counters.head.load(Ordering::Relaxed);
+        for i in [0, 700, 1499] {
+            let a = fs.lookup(dir.ino, &format!("f{i:05}")).await.unwrap();
+            assert_eq!(a.size, (i % 7) as u64);
+        }
+        assert_eq!(store.counters.head.load(Ordering::Relaxed), heads, "no HEAD per entry");
+        assert_eq!(store.counters.list.load(Ordering::Relaxed), 3, "1 lookup + 2 pages");
+    }
+
+    #[tokio::test]
+    async fn small_listings_carry_modes() {
+        let (_s, fs) = fs_with(&[("d/run", b"x", &[("mode", "33261")]), ("d/ln", b"run", &[("mode", "41471")])]);
+        let d = fs.lookup(ROOT, "d").await.unwrap();
+        let fh = fs.opendir(d.ino).await.unwrap();
+        let run = fs.readdir_entry(fh, "run").unwrap();
+        assert_eq!(run.perm, 0o755);
+        assert_eq!(fs.readdir_entry(fh, "ln").unwrap().kind, Kind::Symlink);
+    }
+
+    #[tokio::test]
+    async fn prefix_mount_and_names_too_long() {
+        let store = Arc::new(MemoryStore::new());
+        store.insert("pre/fix/in", b"yes".to_vec(), &[]);
+        store.insert("outside", b"no".to_vec(), &[]);
+        let fs = Fs::new(
+            store,
+            FsConfig {
+                prefix: "pre/fix".into(),
+                ..FsConfig::default()
+            },
+        );
+        let fh = fs.opendir(ROOT).await.unwrap();
+        assert_eq!(names(&fs, fh), ["in"]);
+        assert!(matches!(
+            fs.lookup(ROOT, &"n".repeat(256)).await,
+            Err(FsError::NameTooLong)
+        ));
+    }
+
+    #[tokio::test]
+    async fn open_read_and_keep_cache_while_unchanged() {
+        let (store, fs) = fs_with(&[("f", b"hello world", &[])]);
+        let a = fs.lookup(ROOT, "f").await.unwrap();
+        let o = fs.open(a.ino, false).await.unwrap();
+        assert!(!o.keep_cache);
+        assert_eq!(&fs.read(o.fh, 6, 100).await.unwrap()[..], b"world");
+        fs.release(o.fh);
+        assert!(fs.open(a.ino, false).await.unwrap().keep_cache);
+        store.insert("f", b"changed".to_vec(), &[]);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let o = fs.open(a.ino, false).await.unwrap();
+        assert!(!o.keep_cache, "a new ETag drops the page cache");
+        assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"changed");
+        assert!(matches!(fs.open(a.ino, true).await, Err(FsError::NotPermitted)));
+    }
+}

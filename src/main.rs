@@ -1,0 +1,25 @@
+use clap::Parser;
+
+use s3mount::cli::{Cli, MountConfig};
+use s3mount::credentials::ProcessEnv;
+
+fn main() {
+    let cli = Cli::parse();
+    s3mount::logging::init(cli.debug || cli.options.iter().any(|o| o.split(',').any(|x| x == "debug")));
+    if !cli.foreground && !cli.daemon_child {
+        // Validate here too, so a bad flag fails before anything is started.
+        if let Err(e) = MountConfig::from_cli(cli.clone(), &ProcessEnv) {
+            eprintln!("s3mount: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(s3mount::daemon::spawn_and_wait());
+    }
+    let code = match MountConfig::from_cli(cli, &ProcessEnv).and_then(s3mount::run::run) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("s3mount: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

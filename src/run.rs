@@ -1,0 +1,143 @@
+//! Runs one mount: runtime, preflight check, mount, readiness, signals, unmount.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{MountOption, Session, SessionACL};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::MountConfig;
+use crate::fs::Fs;
+use crate::fs::names::Keys;
+use crate::fuse::FuseAdapter;
+use crate::store::s3::S3Store;
+use crate::store::{ObjectStore, StoreError};
+
+/// Threads reading requests from /dev/fuse; replies come from tokio tasks.
+const FUSE_THREADS: usize = 2;
+
+/// The preflight check asks once, with this bound on the whole exchange.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One readable line for a failed preflight.
+fn explain(cfg: &MountConfig, e: &StoreError) -> String {
+    let ep = &cfg.endpoint_label;
+    match e {
+        StoreError::NoSuchBucket(b) => format!("bucket {b:?} does not exist at {ep}"),
+        StoreError::InvalidCredentials(d) => format!(
+            "the credentials from {} were rejected by {ep}: {d}",
+            cfg.credential_source
+        ),
+        StoreError::AccessDenied(d) => format!(
+            "access denied to bucket {:?} with credentials from {}: {d}",
+            cfg.bucket, cfg.credential_source
+        ),
+        StoreError::Unreachable(d) => format!("cannot reach {ep}: {d}"),
+        StoreError::Tls(d) => format!("TLS handshake with {ep} failed: {d}"),
+        StoreError::Timeout(d) => format!("no answer from {ep} in time: {d}"),
+        other => format!("bucket {:?} at {ep}: {other}", cfg.bucket),
+    }
+    .replace('\n', " ")
+}
+
+async fn preflight(store: &S3Store, cfg: &MountConfig) -> Result<(), String> {
+    let prefix = Keys::new(&cfg.prefix).dir("");
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, store.list(&prefix, true, None, Some(1))).await {
+        Err(_) => Err(format!(
+            "no answer from {} within {}s",
+            cfg.endpoint_label,
+            PREFLIGHT_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(explain(cfg, &e)),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+pub fn run(cfg: MountConfig) -> Result<(), String> {
+    for f in &cfg.secret_files {
+        crate::credentials::warn_if_exposed(f);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("s3mount-io")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let store = Arc::new(S3Store::new(&cfg.s3));
+    rt.block_on(preflight(&store, &cfg))?;
+    tracing::info!(
+        bucket = %cfg.bucket,
+        prefix = %cfg.prefix,
+        endpoint = %cfg.endpoint_label,
+        credentials = %cfg.credential_source,
+        "bucket reachable; mounting on {}",
+        cfg.mountpoint.display()
+    );
+
+    let fs = Arc::new(Fs::new(store, cfg.fs.clone()));
+    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let mut options = vec![
+        MountOption::FSName(format!("s3mount:{}", cfg.bucket)),
+        MountOption::Subtype("s3mount".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if cfg.fs.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut fuse_cfg = fuser::Config::default();
+    if cfg.allow_other {
+        // Other users get in: let the kernel enforce the modes we show.
+        options.push(MountOption::DefaultPermissions);
+        fuse_cfg.acl = SessionACL::All;
+    }
+    fuse_cfg.mount_options = options;
+    fuse_cfg.n_threads = Some(FUSE_THREADS);
+
+    let mut session = Session::new(adapter, &cfg.mountpoint, &fuse_cfg)
+        .map_err(|e| format!("cannot mount on {}: {e}", cfg.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let _ = done_tx.send(session.run());
+        })
+        .map_err(|e| format!("cannot start the session: {e}"))?;
+
+    tracing::info!("mounted {} on {}", cfg.bucket, cfg.mountpoint.display());
+    if cfg.daemon_child {
+        crate::daemon::notify_ready();
+    }
+
+    let result = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        tokio::pin!(done_rx);
+        loop {
+            tokio::select! {
+                r = &mut done_rx => {
+                    return match r {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(format!("FUSE session ended: {e}")),
+                        Err(_) => Err("FUSE session thread died".to_string()),
+                    };
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload"),
+            }
+        }
+        tracing::info!("signal received: unmounting {}", cfg.mountpoint.display());
+        if let Err(e) = unmounter.unmount() {
+            return Err(format!("unmount failed: {e}"));
+        }
+        match tokio::time::timeout(Duration::from_secs(30), done_rx).await {
+            Ok(Ok(Err(e))) => Err(format!("FUSE session ended: {e}")),
+            _ => Ok(()),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("unmounted {}", cfg.mountpoint.display());
+    result
+}

@@ -1,0 +1,216 @@
+//! An in-memory object store with S3 key semantics, for unit tests only. It counts requests so
+//! tests can assert that the filesystem issues no needless ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{BodyStream, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError};
+
+#[derive(Debug, Clone)]
+struct Stored {
+    body: Bytes,
+    info: ObjectInfo,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub head: AtomicU64,
+    pub get: AtomicU64,
+    pub list: AtomicU64,
+    pub put: AtomicU64,
+    pub bytes_read: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Stored>>,
+    version: AtomicU64,
+    pub counters: Counters,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, key: &str, body: impl Into<Bytes>, meta: &[(&str, &str)]) {
+        let opts = PutOptions {
+            content_type: None,
+            user_meta: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        self.put_now(key, body.into(), opts);
+    }
+
+    fn put_now(&self, key: &str, body: Bytes, opts: PutOptions) -> String {
+        let etag = format!("\"v{}\"", self.version.fetch_add(1, Ordering::Relaxed));
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: body.len() as u64,
+            etag: etag.clone(),
+            last_modified: SystemTime::now(),
+            content_type: opts.content_type,
+            user_meta: Some(opts.user_meta),
+        };
+        self.objects
+            .lock()
+            .insert(key.to_string(), Stored { body, info });
+        etag
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.counters.head.fetch_add(1, Ordering::Relaxed);
+        self.objects
+            .lock()
+            .get(key)
+            .map(|s| s.info.clone())
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<BodyStream, StoreError> {
+        self.counters.get.fetch_add(1, Ordering::Relaxed);
+        let stored = self
+            .objects
+            .lock()
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if etag.is_some_and(|e| e != stored.info.etag) {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let end = range.end.min(stored.body.len() as u64) as usize;
+        let start = (range.start as usize).min(end);
+        let body = stored.body.slice(start..end);
+        self.counters
+            .bytes_read
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        // Several chunks, as a real HTTP body arrives.
+        let chunks: Vec<Result<Bytes, StoreError>> = (0..body.len())
+            .step_by(64 * 1024)
+            .map(|i| Ok(body.slice(i..(i + 64 * 1024).min(body.len()))))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        self.counters.list.fetch_add(1, Ordering::Relaxed);
+        let max = max_keys.unwrap_or(1000).max(1) as usize;
+        let objects = self.objects.lock();
+        let mut page = ListPage::default();
+        let mut seen_prefixes: HashMap<String, ()> = HashMap::new();
+        let start = token.unwrap_or_default();
+        let mut count = 0;
+        for (key, stored) in objects.range(prefix.to_string()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rest = &key[prefix.len()..];
+            let entry = match rest.find('/').filter(|_| delimited) {
+                Some(i) => Err(format!("{prefix}{}", &rest[..=i])),
+                None => Ok(stored),
+            };
+            let sort_key = match &entry {
+                Err(p) => p.clone(),
+                Ok(_) => key.clone(),
+            };
+            if sort_key.as_str() <= start.as_str() && !start.is_empty() {
+                continue;
+            }
+            if let Err(p) = &entry {
+                if seen_prefixes.contains_key(p) {
+                    continue;
+                }
+            }
+            if count == max {
+                page.next_token = Some(
+                    page.prefixes
+                        .last()
+                        .into_iter()
+                        .chain(page.objects.last().map(|o| &o.key))
+                        .max()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                break;
+            }
+            count += 1;
+            match entry {
+                Err(p) => {
+                    seen_prefixes.insert(p.clone(), ());
+                    page.prefixes.push(p);
+                }
+                Ok(stored) => page.objects.push(ObjectInfo {
+                    user_meta: None,
+                    ..stored.info.clone()
+                }),
+            }
+        }
+        Ok(page)
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<String, StoreError> {
+        self.counters.put.fetch_add(1, Ordering::Relaxed);
+        Ok(self.put_now(key, body, opts))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects.lock().remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn list_pages_with_prefixes_in_key_order() {
+        let s = MemoryStore::new();
+        for k in ["d/a", "d/b/1", "d/b/2", "d/c", "d/e/x", "other"] {
+            s.insert(k, "x", &[]);
+        }
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = s.list("d/", true, token, Some(2)).await.unwrap();
+            names.extend(page.objects.iter().map(|o| o.key.clone()));
+            names.extend(page.prefixes.iter().cloned());
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["d/a", "d/b/", "d/c", "d/e/"]);
+    }
+
+    #[tokio::test]
+    async fn get_with_stale_etag_fails() {
+        let s = MemoryStore::new();
+        s.insert("k", "one", &[]);
+        let etag = s.head("k").await.unwrap().etag;
+        s.insert("k", "two", &[]);
+        let r = s.get_range("k", 0..3, Some(&etag)).await;
+        assert!(matches!(r, Err(StoreError::PreconditionFailed)));
+    }
+}

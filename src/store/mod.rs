@@ -1,0 +1,110 @@
+//! The object-store boundary: a small trait the filesystem is generic over, one flat error enum.
+
+pub mod memory;
+pub mod s3;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::Stream;
+
+/// One object as a HEAD or a listing reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`, names lower-cased without the prefix); `None` when the
+    /// object came from a listing, which does not carry metadata.
+    pub user_meta: Option<HashMap<String, String>>,
+}
+
+/// One page of a ListObjectsV2 call.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub prefixes: Vec<String>,
+    pub next_token: Option<String>,
+}
+
+/// What a PutObject carries besides the body.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub user_meta: HashMap<String, String>,
+}
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key")]
+    NotFound,
+    #[error("the object changed (ETag no longer matches)")]
+    PreconditionFailed,
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("access denied ({0})")]
+    AccessDenied(String),
+    #[error("credentials rejected ({0})")]
+    InvalidCredentials(String),
+    #[error("cannot reach the endpoint: {0}")]
+    Unreachable(String),
+    #[error("TLS failure talking to the endpoint: {0}")]
+    Tls(String),
+    #[error("request timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub trait ObjectStore: Send + Sync + 'static {
+    fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// Streams the bytes of `range`; with `etag`, fails with `PreconditionFailed` when the object
+    /// is no longer that version (If-Match), so one handle never mixes two versions.
+    fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> impl Future<Output = Result<BodyStream, StoreError>> + Send;
+
+    /// ListObjectsV2 of `prefix`, with `/` as delimiter when `delimited`.
+    fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+
+    fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Reads a whole body stream into one buffer.
+pub async fn collect(mut body: BodyStream) -> Result<Bytes, StoreError> {
+    use futures::StreamExt;
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        chunks.push(chunk?);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap(),
+        _ => Bytes::from(chunks.concat()),
+    })
+}

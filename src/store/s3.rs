@@ -1,0 +1,293 @@
+//! The aws-sdk-s3 implementation of [`ObjectStore`], configured for any S3-compatible endpoint.
+
+use std::error::Error as StdError;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::{BodyStream, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError};
+
+/// How to reach the bucket. `Debug` never shows the secret (the SDK's `Credentials` redacts it).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub credentials: Option<Credentials>,
+    pub path_style: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(settings: &S3Settings) -> Self {
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .force_path_style(settings.path_style)
+            // Many S3-compatible stores reject the newer default (trailing) checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .read_timeout(settings.read_timeout)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)));
+        if let Some(ep) = &settings.endpoint {
+            b = b.endpoint_url(ep);
+        }
+        // Without a credentials provider the SDK falls back to unsigned requests.
+        if let Some(c) = &settings.credentials {
+            b = b.credentials_provider(c.clone());
+        }
+        S3Store {
+            client: Client::from_conf(b.build()),
+            bucket: settings.bucket.clone(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn err<E>(&self, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        map_sdk_error(&self.bucket, e)
+    }
+}
+
+/// Every message from the error and its sources, without repeats.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+fn looks_like_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["certificate", "tls", "ssl", "handshake", "invalidcontenttype", "corrupt message"]
+        .iter()
+        .any(|w| t.contains(w))
+}
+
+pub fn map_sdk_error<E>(
+    bucket: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    match &e {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().unwrap_or("");
+            let msg = ctx.err().message().unwrap_or("");
+            let detail = if code.is_empty() {
+                format!("HTTP {status}")
+            } else if msg.is_empty() {
+                format!("{code}, HTTP {status}")
+            } else {
+                format!("{code}: {msg}")
+            };
+            match (code, status) {
+                ("NoSuchBucket", _) => StoreError::NoSuchBucket(bucket.to_string()),
+                ("NoSuchKey", _) | ("NotFound", _) | ("", 404) => StoreError::NotFound,
+                ("PreconditionFailed", _) | (_, 412) => StoreError::PreconditionFailed,
+                (
+                    "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
+                    | "ExpiredToken" | "InvalidClientTokenId" | "AuthorizationHeaderMalformed",
+                    _,
+                ) => StoreError::InvalidCredentials(detail),
+                ("AccessDenied", _) | ("", 403) | (_, 403) => StoreError::AccessDenied(detail),
+                _ => StoreError::Other(detail),
+            }
+        }
+        SdkError::TimeoutError(_) => StoreError::Timeout(chain(&e)),
+        SdkError::DispatchFailure(d) => {
+            let text = chain(&e);
+            if d.is_timeout() {
+                StoreError::Timeout(text)
+            } else if looks_like_tls(&text) {
+                StoreError::Tls(text)
+            } else {
+                StoreError::Unreachable(text)
+            }
+        }
+        SdkError::ResponseError(_) => {
+            let text = chain(&e);
+            if looks_like_tls(&text) {
+                StoreError::Tls(text)
+            } else {
+                StoreError::Other(format!("unexpected response: {text}"))
+            }
+        }
+        _ => StoreError::Other(chain(&e)),
+    }
+}
+
+fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+impl ObjectStore for S3Store {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            last_modified: to_system_time(out.last_modified()),
+            content_type: out.content_type().map(str::to_string),
+            user_meta: Some(out.metadata().cloned().unwrap_or_default()),
+        })
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<BodyStream, StoreError> {
+        if range.is_empty() {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(etag.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        let stream = futures::stream::unfold(out.body, |mut body: ByteStream| async move {
+            body.next().await.map(|chunk| {
+                let chunk = chunk.map_err(|e| StoreError::Other(format!("reading body: {}", chain(&e))));
+                (chunk, body)
+            })
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimited.then(|| "/".to_string()))
+            .set_continuation_token(token)
+            .set_max_keys(max_keys)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    last_modified: to_system_time(o.last_modified()),
+                    content_type: None,
+                    user_meta: None,
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        let next_token = if out.is_truncated().unwrap_or(false) {
+            out.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next_token,
+        })
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .set_content_type(opts.content_type)
+            .set_metadata(Some(opts.user_meta))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_are_recognised() {
+        assert!(looks_like_tls("io error: invalid peer certificate: UnknownIssuer"));
+        assert!(looks_like_tls("received corrupt message of type InvalidContentType"));
+        assert!(!looks_like_tls("Connection refused (os error 111)"));
+    }
+}
