@@ -8,9 +8,13 @@ use tracing_subscriber::EnvFilter;
 
 static DETACHED: AtomicBool = AtomicBool::new(false);
 
-pub fn init(debug: bool) {
+/// `quiet`: only warnings and errors (the detached mount process, whose early lines the
+/// parent relays to the user's terminal).
+pub fn init(debug: bool, quiet: bool) {
     let default = if debug {
         "s3mount=debug,fuser=info,warn"
+    } else if quiet {
+        "warn"
     } else {
         "s3mount=info,warn"
     };

@@ -121,7 +121,8 @@ where
                 ("PreconditionFailed", _) | (_, 412) => StoreError::PreconditionFailed,
                 (
                     "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
-                    | "ExpiredToken" | "InvalidClientTokenId" | "AuthorizationHeaderMalformed",
+                    | "ExpiredToken" | "InvalidClientTokenId" | "AuthorizationHeaderMalformed"
+                    | "NotSignedUp",
                     _,
                 ) => StoreError::InvalidCredentials(detail),
                 ("AccessDenied", _) | ("", 403) | (_, 403) => StoreError::AccessDenied(detail),

@@ -1,0 +1,337 @@
+//! Real parts for integration tests: an S3 server on 127.0.0.1 (moto, faithful to S3 key
+//! semantics; or s3s-fs where signatures must be checked), the real `s3mount` binary mounted
+//! through /dev/fuse, and a guard that unmounts and stops everything even when a test fails.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_s3mount");
+pub const KEY: &str = "testkey";
+pub const SECRET: &str = "testsecret-never-printed";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test S3 server process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub endpoint: String,
+    pub key: String,
+    pub secret: String,
+    rt: tokio::runtime::Runtime,
+    pub client: Client,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// moto: any credentials are accepted; S3 key semantics are faithful.
+    pub fn moto() -> Server {
+        let port = free_port();
+        let python = std::env::var("S3MOUNT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto server (pip install 'moto[server]')");
+        wait_for_port(port, &mut child, "moto server");
+        Server::with(child, port, KEY, SECRET, None)
+    }
+
+    /// s3s-fs: checks SigV4 signatures against one key pair (file-backed, so only for tests
+    /// that need credentials to be checked).
+    pub fn s3s_fs() -> Server {
+        let bin = std::env::var("S3S_FS_BIN")
+            .unwrap_or_else(|_| "/opt/s3s-fs-bigbuf/bin/s3s-fs".to_string());
+        assert!(
+            Path::new(&bin).exists(),
+            "{bin} missing: run ../shared/bench-server/build.sh (CI does)"
+        );
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", KEY, "--secret-key", SECRET])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_for_port(port, &mut child, "s3s-fs");
+        Server::with(child, port, KEY, SECRET, Some(data))
+    }
+
+    fn with(child: Child, port: u16, key: &str, secret: &str, data: Option<tempfile::TempDir>) -> Server {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+            .build();
+        Server {
+            child,
+            endpoint,
+            key: key.into(),
+            secret: secret.into(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: Client::from_conf(conf),
+            _data: data,
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.block_on(self.client.create_bucket().bucket(bucket).send())
+            .expect("create bucket");
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.put_with(bucket, key, body, &[], None);
+    }
+
+    pub fn put_with(&self, bucket: &str, key: &str, body: &[u8], meta: &[(&str, &str)], content_type: Option<&str>) {
+        let meta: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.block_on(
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body.to_vec()))
+                .set_metadata(Some(meta))
+                .set_content_type(content_type.map(str::to_string))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.block_on(async {
+            let out = self.client.get_object().bucket(bucket).key(key).send().await.unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
+    /// Arguments that point the mount at this server.
+    pub fn endpoint_args(&self) -> Vec<String> {
+        vec!["--endpoint".into(), self.endpoint.clone()]
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Environment of a mount process: no credentials or AWS settings leak in from the machine,
+/// HOME is an empty temp dir unless a test gives one.
+pub fn clean_env(cmd: &mut Command, home: &Path) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home);
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(&dir))
+}
+
+pub fn unmount(dir: &Path) {
+    for _ in 0..50 {
+        if !is_mounted(dir) {
+            return;
+        }
+        let ok = Command::new("fusermount3")
+            .arg("-u")
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = Command::new("umount").arg("-l").arg(dir).status();
+}
+
+/// A live mount of the real binary in the foreground, unmounted (and the process reaped) on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+pub struct MountBuilder<'a> {
+    server: &'a Server,
+    source: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    credentials: bool,
+}
+
+impl<'a> MountBuilder<'a> {
+    pub fn new(server: &'a Server, source: &str) -> Self {
+        MountBuilder {
+            server,
+            source: source.to_string(),
+            args: server.endpoint_args(),
+            env: Vec::new(),
+            credentials: true,
+        }
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn anonymous(mut self) -> Self {
+        self.credentials = false;
+        self
+    }
+    pub fn mount(self) -> Mount {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let log = tmp.path().join("s3mount.log");
+        let mut cmd = Command::new(BIN);
+        clean_env(&mut cmd, &home);
+        if self.credentials {
+            cmd.env("AWS_ACCESS_KEY_ID", &self.server.key)
+                .env("AWS_SECRET_ACCESS_KEY", &self.server.secret);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.arg(&self.source)
+            .arg(&dir)
+            .arg("-f")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("spawn s3mount");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&dir) {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("s3mount exited ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mount did not go live in 30s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mount {
+            dir,
+            child: Some(child),
+            log,
+            _tmp: tmp,
+        }
+    }
+}
+
+impl Mount {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Unmounts and returns the process's exit status and log.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        unmount(&self.dir);
+        let mut child = self.child.take().unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        (status, self.log())
+    }
+}
+
+fn wait_timeout(child: &mut Child, t: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + t;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        unmount(&self.dir);
+        if let Some(mut c) = self.child.take() {
+            wait_timeout(&mut c, Duration::from_secs(10));
+        }
+    }
+}
+
+/// Runs the binary the way a user does (daemon mode) and returns its output; for failures.
+pub fn run_s3mount(args: &[&str], env: &[(&str, &str)], home: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    clean_env(&mut cmd, home);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).stdin(Stdio::null()).output().expect("run s3mount")
+}
+
+/// Deterministic bytes that differ at every offset of interest.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
