@@ -115,17 +115,40 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" => 1 << 40,
         _ => return Err(format!("{s:?}: unknown unit")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Options mount(8), systemd and fstab add that mean nothing to us.
 fn ignored_option(name: &str) -> bool {
     matches!(
         name,
-        "_netdev" | "nofail" | "noauto" | "auto" | "defaults" | "rw" | "user" | "nouser"
-            | "users" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
-            | "noatime" | "relatime" | "nodiratime" | "async" | "sync" | "owner" | "group"
-            | "comment" | "bg" | "fg"
+        "_netdev"
+            | "nofail"
+            | "noauto"
+            | "auto"
+            | "defaults"
+            | "rw"
+            | "user"
+            | "nouser"
+            | "users"
+            | "dev"
+            | "nodev"
+            | "suid"
+            | "nosuid"
+            | "exec"
+            | "noexec"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "nodiratime"
+            | "async"
+            | "sync"
+            | "owner"
+            | "group"
+            | "comment"
+            | "bg"
+            | "fg"
     ) || name.starts_with("x-systemd.")
         || name.starts_with("x-")
         || name.starts_with("comment=")
@@ -147,8 +170,12 @@ impl Cli {
                 Some((n, v)) => (n.trim(), Some(v.trim())),
                 None => (opt.as_str(), None),
             };
-            let need = || value.ok_or_else(|| format!("mount option {name} needs a value ({name}=...)"));
-            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("mount option {name}={v}: not a number"));
+            let need =
+                || value.ok_or_else(|| format!("mount option {name} needs a value ({name}=...)"));
+            let num = |v: &str| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("mount option {name}={v}: not a number"))
+            };
             match name.replace('-', "_").as_str() {
                 "ro" | "read_only" => self.read_only = true,
                 "allow_other" => self.allow_other = true,
@@ -168,9 +195,12 @@ impl Cli {
                 "file_mode" => self.file_mode = parse_octal(need()?)?,
                 "dir_mode" => self.dir_mode = parse_octal(need()?)?,
                 "metadata_ttl" => {
-                    self.metadata_ttl = need()?
-                        .parse()
-                        .map_err(|_| format!("mount option metadata_ttl={}: not a number", value.unwrap_or("")))?
+                    self.metadata_ttl = need()?.parse().map_err(|_| {
+                        format!(
+                            "mount option metadata_ttl={}: not a number",
+                            value.unwrap_or("")
+                        )
+                    })?
                 }
                 "cache_size" => self.cache_size = parse_size(need()?)?,
                 "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
@@ -220,9 +250,15 @@ pub fn parse_source(s: &str) -> Result<(String, String), String> {
 }
 
 fn host_of(endpoint: &str) -> &str {
-    let rest = endpoint.split_once("://").map(|(_, r)| r).unwrap_or(endpoint);
+    let rest = endpoint
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(endpoint);
     let hostport = rest.split('/').next().unwrap_or("");
-    let hostport = hostport.rsplit_once('@').map(|(_, h)| h).unwrap_or(hostport);
+    let hostport = hostport
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(hostport);
     if let Some(v6) = hostport.strip_prefix('[') {
         return v6.split(']').next().unwrap_or("");
     }
@@ -262,7 +298,10 @@ impl MountConfig {
         let md = std::fs::metadata(&mountpoint)
             .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
         if !md.is_dir() {
-            return Err(format!("mountpoint {} is not a directory", mountpoint.display()));
+            return Err(format!(
+                "mountpoint {} is not a directory",
+                mountpoint.display()
+            ));
         }
         let mountpoint = mountpoint
             .canonicalize()
@@ -271,7 +310,9 @@ impl MountConfig {
         let endpoint = cli.endpoint.clone().or(creds.endpoint.clone());
         if let Some(ep) = &endpoint {
             if !ep.starts_with("http://") && !ep.starts_with("https://") {
-                return Err(format!("endpoint {ep:?} must start with http:// or https://"));
+                return Err(format!(
+                    "endpoint {ep:?} must start with http:// or https://"
+                ));
             }
         }
         let region = cli
@@ -358,7 +399,10 @@ mod tests {
     #[test]
     fn sources() {
         assert_eq!(parse_source("b").unwrap(), ("b".into(), "".into()));
-        assert_eq!(parse_source("b:some/pre/").unwrap(), ("b".into(), "some/pre".into()));
+        assert_eq!(
+            parse_source("b:some/pre/").unwrap(),
+            ("b".into(), "some/pre".into())
+        );
         assert_eq!(parse_source("s3://b/p").unwrap(), ("b".into(), "p".into()));
         assert!(parse_source(":x").is_err());
     }
@@ -382,7 +426,10 @@ mod tests {
         ]);
         cli.apply_mount_options().unwrap();
         assert!(cli.read_only && cli.allow_other);
-        assert_eq!((cli.uid, cli.gid, cli.umask), (Some(1000), Some(1001), Some(0o22)));
+        assert_eq!(
+            (cli.uid, cli.gid, cli.umask),
+            (Some(1000), Some(1001), Some(0o22))
+        );
         assert_eq!(cli.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(cli.cache_size, 128 << 20);
         let mut bad = Cli::parse_from(["s3mount", "b", "/mnt", "-o", "bogus"]);

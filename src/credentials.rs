@@ -91,7 +91,11 @@ pub fn parse_service_key(text: &str) -> Result<Resolved, String> {
         field(names).ok_or_else(|| format!("missing field \"{}\"", names[0]))
     };
     let access_key_id = need(&["access_key_id", "accessKeyId", "aws_access_key_id"])?;
-    let secret = need(&["secret_access_key", "secretAccessKey", "aws_secret_access_key"])?;
+    let secret = need(&[
+        "secret_access_key",
+        "secretAccessKey",
+        "aws_secret_access_key",
+    ])?;
     let endpoint = field(&["endpoint", "endpoint_url", "endpointUrl"])
         .or_else(|| field(&["host"]))
         .or_else(|| field(&["uri"]).and_then(|u| host_of_uri(&u)))
@@ -143,7 +147,9 @@ pub fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
             continue;
         }
         let Some(sec) = &section else { continue };
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
         let entry = out.entry(sec.clone()).or_default();
         if indented {
@@ -197,14 +203,17 @@ pub fn load_profile(name: &str, env: &dyn Env) -> Result<Option<Resolved>, Strin
         HashMap::new()
     };
     let config = if config_path.exists() {
-        parse_ini(&fs::read_to_string(&config_path).map_err(|e| {
-            format!("cannot read config file {}: {e}", config_path.display())
-        })?)
+        parse_ini(
+            &fs::read_to_string(&config_path)
+                .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?,
+        )
     } else {
         HashMap::new()
     };
     let config_section = if name == "default" {
-        config.get("default").or_else(|| config.get("profile default"))
+        config
+            .get("default")
+            .or_else(|| config.get("profile default"))
     } else {
         config.get(&format!("profile {name}"))
     };
@@ -232,7 +241,11 @@ pub fn load_profile(name: &str, env: &dyn Env) -> Result<Option<Resolved>, Strin
             ));
         }
     };
-    if keys.is_none() && get("credential_process").or(get("sso_session")).or(get("role_arn")).is_some()
+    if keys.is_none()
+        && get("credential_process")
+            .or(get("sso_session"))
+            .or(get("role_arn"))
+            .is_some()
     {
         return Err(format!(
             "profile {name:?} uses SSO, a role or a credential process, which s3mount does not \
@@ -260,15 +273,18 @@ fn from_env(env: &dyn Env) -> Option<Keys> {
 /// Picks the credential source: a service key, an explicit profile (flag or `AWS_PROFILE`),
 /// `AWS_*` variables, the default profile, and else anonymous access.
 pub fn resolve(req: &Request, env: &dyn Env) -> Result<Resolved, String> {
-    let env_region = || env.var("AWS_REGION").or_else(|| env.var("AWS_DEFAULT_REGION"));
+    let env_region = || {
+        env.var("AWS_REGION")
+            .or_else(|| env.var("AWS_DEFAULT_REGION"))
+    };
     let env_endpoint = || {
         env.var("AWS_ENDPOINT_URL_S3")
             .or_else(|| env.var("AWS_ENDPOINT_URL"))
     };
     if let Some(path) = &req.service_key {
         let text = read_secret_file(path, "service key")?;
-        let mut r = parse_service_key(&text)
-            .map_err(|e| format!("service key {}: {e}", path.display()))?;
+        let mut r =
+            parse_service_key(&text).map_err(|e| format!("service key {}: {e}", path.display()))?;
         r.source = format!("service key {}", path.display());
         r.region = r.region.or_else(env_region);
         return Ok(r);
@@ -285,7 +301,11 @@ pub fn resolve(req: &Request, env: &dyn Env) -> Result<Resolved, String> {
     if let Some(name) = explicit {
         let mut r = load_profile(&name, env)?.ok_or_else(|| {
             let (c, f) = aws_files(env);
-            format!("profile {name:?} not found in {} or {}", c.display(), f.display())
+            format!(
+                "profile {name:?} not found in {} or {}",
+                c.display(),
+                f.display()
+            )
         })?;
         r.region = env_region().or(r.region);
         r.endpoint = env_endpoint().or(r.endpoint);
@@ -328,7 +348,12 @@ mod tests {
         }
     }
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
-        MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -337,11 +362,17 @@ mod tests {
         let r = parse_service_key(text).unwrap();
         assert_eq!(r.bucket.as_deref(), Some("hcp-abc"));
         assert_eq!(r.region.as_deref(), Some("eu-central-1"));
-        assert_eq!(r.endpoint.as_deref(), Some("https://s3.eu-central-1.amazonaws.com"));
+        assert_eq!(
+            r.endpoint.as_deref(),
+            Some("https://s3.eu-central-1.amazonaws.com")
+        );
         let keys = r.keys.clone().unwrap();
         assert_eq!(keys.access_key_id, "AKIA1");
         assert_eq!(keys.secret_access_key.0, "s3cr3t");
-        assert!(!format!("{r:?}").contains("s3cr3t"), "Debug must redact the secret");
+        assert!(
+            !format!("{r:?}").contains("s3cr3t"),
+            "Debug must redact the secret"
+        );
     }
 
     #[test]
@@ -364,7 +395,10 @@ mod tests {
 
     #[test]
     fn uri_host_drops_userinfo() {
-        assert_eq!(host_of_uri("s3://K:S@host.example/b").as_deref(), Some("host.example"));
+        assert_eq!(
+            host_of_uri("s3://K:S@host.example/b").as_deref(),
+            Some("host.example")
+        );
     }
 
     #[test]
@@ -384,9 +418,19 @@ mod tests {
         .unwrap();
         let h = home.path().to_str().unwrap();
         let e = env(&[("HOME", h)]);
-        let r = resolve(&Request { profile: Some("prod".into()), ..Default::default() }, &e).unwrap();
+        let r = resolve(
+            &Request {
+                profile: Some("prod".into()),
+                ..Default::default()
+            },
+            &e,
+        )
+        .unwrap();
         assert_eq!(r.keys.as_ref().unwrap().access_key_id, "PROD");
-        assert_eq!(r.keys.as_ref().unwrap().session_token, Some(Secret("tok".into())));
+        assert_eq!(
+            r.keys.as_ref().unwrap().session_token,
+            Some(Secret("tok".into()))
+        );
         assert_eq!(r.region.as_deref(), Some("eu-west-1"));
         assert_eq!(r.endpoint.as_deref(), Some("https://objects.example.net"));
         assert_eq!(r.path_style, Some(true));
@@ -396,12 +440,33 @@ mod tests {
         assert_eq!(r.region.as_deref(), Some("us-west-2"));
 
         let e2 = env(&[("HOME", h), ("AWS_PROFILE", "prod")]);
-        assert_eq!(resolve(&Request::default(), &e2).unwrap().source, "profile prod");
+        assert_eq!(
+            resolve(&Request::default(), &e2).unwrap().source,
+            "profile prod"
+        );
 
-        let e3 = env(&[("HOME", h), ("AWS_ACCESS_KEY_ID", "ENV"), ("AWS_SECRET_ACCESS_KEY", "x")]);
-        assert_eq!(resolve(&Request::default(), &e3).unwrap().keys.unwrap().access_key_id, "ENV");
+        let e3 = env(&[
+            ("HOME", h),
+            ("AWS_ACCESS_KEY_ID", "ENV"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+        ]);
+        assert_eq!(
+            resolve(&Request::default(), &e3)
+                .unwrap()
+                .keys
+                .unwrap()
+                .access_key_id,
+            "ENV"
+        );
 
-        let err = resolve(&Request { profile: Some("nope".into()), ..Default::default() }, &e).unwrap_err();
+        let err = resolve(
+            &Request {
+                profile: Some("nope".into()),
+                ..Default::default()
+            },
+            &e,
+        )
+        .unwrap_err();
         assert!(err.contains("\"nope\" not found"), "{err}");
     }
 

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -227,8 +227,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write =
-            flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write).await {
@@ -371,7 +370,14 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     Err(_) => continue,
                 }
             };
-            if reply.add(INodeNo(attr.ino), next, &item.name, &ttl, &file_attr(&attr), Generation(0)) {
+            if reply.add(
+                INodeNo(attr.ino),
+                next,
+                &item.name,
+                &ttl,
+                &file_attr(&attr),
+                Generation(0),
+            ) {
                 if !dots {
                     self.fs.forget(attr.ino, 1);
                 }
@@ -412,7 +418,14 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.error(self.refuse("setxattr"));
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         // ENOTSUP makes the kernel stop asking, which keeps `ls -l` free of round trips.
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }

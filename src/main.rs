@@ -5,7 +5,11 @@ use s3mount::credentials::ProcessEnv;
 
 fn main() {
     let cli = Cli::parse();
-    let debug = cli.debug || cli.options.iter().any(|o| o.split(',').any(|x| x == "debug"));
+    let debug = cli.debug
+        || cli
+            .options
+            .iter()
+            .any(|o| o.split(',').any(|x| x == "debug"));
     s3mount::logging::init(debug, cli.daemon_child);
     if !cli.foreground && !cli.daemon_child {
         // Validate here too, so a bad flag fails before anything is started.

@@ -49,12 +49,18 @@ fn processes_with(needle: &str) -> usize {
 }
 
 fn creds(s: &Server) -> [(&str, &str); 2] {
-    [("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", s.secret.as_str())]
+    [
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", s.secret.as_str()),
+    ]
 }
 
 fn assert_fails(out: &std::process::Output, want: &str, d: &Daemon) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
     assert!(err.contains(want), "stderr should mention {want:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one readable line: {err}");
@@ -70,15 +76,29 @@ fn daemon_mode_returns_once_live_and_umount_ends_it() {
     s.create_bucket("bkt");
     s.put("bkt", "hello.txt", b"hello");
     let d = Daemon::dir();
-    let out = run_s3mount(&["bkt", d.arg(), "--endpoint", &s.endpoint], &creds(&s), &d.home());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(is_mounted(&d.dir), "the command returns only once the mount is live");
+    let out = run_s3mount(
+        &["bkt", d.arg(), "--endpoint", &s.endpoint],
+        &creds(&s),
+        &d.home(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        is_mounted(&d.dir),
+        "the command returns only once the mount is live"
+    );
     assert_eq!(fs::read(d.dir.join("hello.txt")).unwrap(), b"hello");
     assert_eq!(processes_with(d.arg()), 1, "one detached mount process");
     unmount(&d.dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     while processes_with(d.arg()) > 0 {
-        assert!(Instant::now() < deadline, "the mount process exits after umount");
+        assert!(
+            Instant::now() < deadline,
+            "the mount process exits after umount"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -87,7 +107,11 @@ fn daemon_mode_returns_once_live_and_umount_ends_it() {
 fn missing_bucket_fails_with_one_line() {
     let s = Server::moto();
     let d = Daemon::dir();
-    let out = run_s3mount(&["nosuchbucket", d.arg(), "--endpoint", &s.endpoint], &creds(&s), &d.home());
+    let out = run_s3mount(
+        &["nosuchbucket", d.arg(), "--endpoint", &s.endpoint],
+        &creds(&s),
+        &d.home(),
+    );
     assert_fails(&out, "\"nosuchbucket\" does not exist", &d);
 }
 
@@ -97,9 +121,20 @@ fn unreachable_endpoint_fails_fast() {
     let d = Daemon::dir();
     let t = Instant::now();
     let ep = format!("http://127.0.0.1:{port}");
-    let out = run_s3mount(&["bkt", d.arg(), "--endpoint", &ep], &[("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET)], &d.home());
+    let out = run_s3mount(
+        &["bkt", d.arg(), "--endpoint", &ep],
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ],
+        &d.home(),
+    );
     assert_fails(&out, "cannot reach", &d);
-    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -118,9 +153,20 @@ fn a_silent_endpoint_times_out_instead_of_hanging() {
     let ep = format!("http://{}", listener.local_addr().unwrap());
     let d = Daemon::dir();
     let t = Instant::now();
-    let out = run_s3mount(&["bkt", d.arg(), "--endpoint", &ep], &[("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET)], &d.home());
+    let out = run_s3mount(
+        &["bkt", d.arg(), "--endpoint", &ep],
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ],
+        &d.home(),
+    );
     assert_fails(&out, "no answer", &d);
-    assert!(t.elapsed() < Duration::from_secs(40), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        t.elapsed()
+    );
     drop(listener);
 }
 
@@ -140,13 +186,24 @@ fn wrong_secret_and_unknown_key_are_rejected_without_printing_secrets() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains(wrong));
     let out = run_s3mount(
         &["bkt", d.arg(), "--endpoint", &s.endpoint],
-        &[("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000"), ("AWS_SECRET_ACCESS_KEY", SECRET)],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000"),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ],
         &home,
     );
     assert_fails(&out, "rejected", &d);
     // The right key mounts.
-    let out = run_s3mount(&["bkt", d.arg(), "--endpoint", &s.endpoint], &creds(&s), &home);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_s3mount(
+        &["bkt", d.arg(), "--endpoint", &s.endpoint],
+        &creds(&s),
+        &home,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(is_mounted(&d.dir));
 }
 
@@ -167,20 +224,38 @@ fn service_key_as_the_cli_prints_it_mounts_its_bucket() {
         s.endpoint
     );
     write_key(&key, &json, 0o644);
-    let out = run_s3mount(&["--service-key", key.to_str().unwrap(), d.arg()], &[], &d.home());
+    let out = run_s3mount(
+        &["--service-key", key.to_str().unwrap(), d.arg()],
+        &[],
+        &d.home(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("readable by group or others"), "a world-readable key is warned about: {err}");
+    assert!(
+        err.contains("readable by group or others"),
+        "a world-readable key is warned about: {err}"
+    );
     assert!(!err.contains(SECRET));
-    assert_eq!(fs::read(d.dir.join("from-key.txt")).unwrap(), b"via service key");
+    assert_eq!(
+        fs::read(d.dir.join("from-key.txt")).unwrap(),
+        b"via service key"
+    );
 }
 
 #[test]
 fn service_key_missing_a_field_is_named() {
     let d = Daemon::dir();
     let key = d._tmp.path().join("key.json");
-    write_key(&key, "header line\n{\"access_key_id\": \"A\", \"bucket\": \"b\"}", 0o600);
-    let out = run_s3mount(&["--service-key", key.to_str().unwrap(), d.arg()], &[], &d.home());
+    write_key(
+        &key,
+        "header line\n{\"access_key_id\": \"A\", \"bucket\": \"b\"}",
+        0o600,
+    );
+    let out = run_s3mount(
+        &["--service-key", key.to_str().unwrap(), d.arg()],
+        &[],
+        &d.home(),
+    );
     assert_fails(&out, "secret_access_key", &d);
 }
 
@@ -194,21 +269,34 @@ fn profile_from_aws_files_supplies_keys_and_endpoint() {
     fs::create_dir_all(home.join(".aws")).unwrap();
     write_key(
         &home.join(".aws/credentials"),
-        &format!("[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n[prod]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n"),
+        &format!(
+            "[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n[prod]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n"
+        ),
         0o600,
     );
     fs::write(
         home.join(".aws/config"),
-        format!("[profile prod]\nregion = us-east-1\nendpoint_url = {}\n", s.endpoint),
+        format!(
+            "[profile prod]\nregion = us-east-1\nendpoint_url = {}\n",
+            s.endpoint
+        ),
     )
     .unwrap();
     let out = run_s3mount(&["bkt", d.arg(), "--profile", "prod"], &[], &home);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fs::read(d.dir.join("p.txt")).unwrap(), b"profile");
     unmount(&d.dir);
     // AWS_PROFILE picks it the same way.
     let out = run_s3mount(&["bkt", d.arg()], &[("AWS_PROFILE", "prod")], &home);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     unmount(&d.dir);
     let out = run_s3mount(&["bkt", d.arg(), "--profile", "absent"], &[], &home);
     assert_fails(&out, "\"absent\" not found", &d);
@@ -226,7 +314,10 @@ fn public_bucket_reads_anonymously() {
     )
     .unwrap();
     s.put("pub", "open.txt", b"for everyone");
-    let m = MountBuilder::new(&s, "pub").anonymous().arg("--no-sign-request").mount();
+    let m = MountBuilder::new(&s, "pub")
+        .anonymous()
+        .arg("--no-sign-request")
+        .mount();
     assert_eq!(fs::read(m.path("open.txt")).unwrap(), b"for everyone");
     let (_, log) = m.finish();
     assert!(log.contains("anonymous (--no-sign-request)"), "{log}");
@@ -240,7 +331,16 @@ fn public_bucket_reads_anonymously() {
 #[test]
 fn bad_arguments_fail_before_mounting() {
     let d = Daemon::dir();
-    let out = run_s3mount(&["bkt", "/nonexistent/mountpoint", "--endpoint", "http://127.0.0.1:9"], &[], &d.home());
+    let out = run_s3mount(
+        &[
+            "bkt",
+            "/nonexistent/mountpoint",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+        &d.home(),
+    );
     assert_fails(&out, "/nonexistent/mountpoint", &d);
     let out = run_s3mount(&["bkt", d.arg(), "-o", "bogus_option"], &[], &d.home());
     assert_fails(&out, "unknown mount option", &d);

@@ -34,21 +34,33 @@ fn listing_implicit_dirs_markers_and_name_clash() {
     s.put("bkt", "weird//empty-segment", b"x");
     let m = mounted(&s, "bkt");
 
-    assert_eq!(names(&m.dir), ["clash", "implicit", "marker", "top.txt", "weird"]);
+    assert_eq!(
+        names(&m.dir),
+        ["clash", "implicit", "marker", "top.txt", "weird"]
+    );
     assert!(m.path("implicit").is_dir());
     assert!(m.path("implicit/deep").is_dir());
     assert_eq!(fs::read(m.path("implicit/deep/file")).unwrap(), b"deep");
     assert!(m.path("marker").is_dir());
     assert!(names(&m.path("marker")).is_empty());
-    assert!(m.path("clash").is_dir(), "a directory wins over an object of the same name");
+    assert!(
+        m.path("clash").is_dir(),
+        "a directory wins over an object of the same name"
+    );
     assert_eq!(names(&m.path("clash")), ["inside"]);
-    assert!(names(&m.path("weird")).is_empty(), "an empty key segment is skipped");
+    assert!(
+        names(&m.path("weird")).is_empty(),
+        "an empty key segment is skipped"
+    );
     assert_eq!(
         fs::metadata(m.path("nope")).unwrap_err().kind(),
         std::io::ErrorKind::NotFound
     );
     // Directories can be walked like any other tree.
-    let out = std::process::Command::new("find").arg(&m.dir).output().unwrap();
+    let out = std::process::Command::new("find")
+        .arg(&m.dir)
+        .output()
+        .unwrap();
     let found = String::from_utf8_lossy(&out.stdout);
     assert!(found.contains("implicit/deep/file"), "{found}");
 }
@@ -67,7 +79,11 @@ fn listing_pages_past_1000_keys() {
     assert_eq!(n[1099], "f1099");
     assert_eq!(fs::read(m.path("many/f1050")).unwrap(), b"1050");
     // ls -l works on the whole directory.
-    let out = std::process::Command::new("ls").arg("-l").arg(m.path("many")).output().unwrap();
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.path("many"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1101);
 }
@@ -80,15 +96,35 @@ fn stat_from_s3fs_headers_and_bare_objects() {
         "bkt",
         "script.sh",
         b"#!/bin/sh\n",
-        &[("mode", "33261"), ("uid", "4321"), ("gid", "8765"), ("mtime", "1600000000")],
+        &[
+            ("mode", "33261"),
+            ("uid", "4321"),
+            ("gid", "8765"),
+            ("mtime", "1600000000"),
+        ],
         None,
     );
     s.put_with("bkt", "frac", b"x", &[("mtime", "1600000000.25")], None);
-    s.put_with("bkt", "bogus", b"xyz", &[("mode", "banana"), ("uid", "-5"), ("mtime", "never")], None);
+    s.put_with(
+        "bkt",
+        "bogus",
+        b"xyz",
+        &[("mode", "banana"), ("uid", "-5"), ("mtime", "never")],
+        None,
+    );
     s.put("bkt", "bare", b"12345");
     s.put_with("bkt", "link", b"bare", &[("mode", "41471")], None);
-    s.put_with("bkt", "d/", b"", &[("mode", "16832"), ("uid", "99")], Some("application/x-directory"));
-    let m = MountBuilder::new(&s, "bkt").arg("--file-mode").arg("0640").mount();
+    s.put_with(
+        "bkt",
+        "d/",
+        b"",
+        &[("mode", "16832"), ("uid", "99")],
+        Some("application/x-directory"),
+    );
+    let m = MountBuilder::new(&s, "bkt")
+        .arg("--file-mode")
+        .arg("0640")
+        .mount();
 
     let md = fs::metadata(m.path("script.sh")).unwrap();
     assert_eq!(md.permissions().mode() & 0o7777, 0o755);
@@ -97,11 +133,18 @@ fn stat_from_s3fs_headers_and_bare_objects() {
     assert_eq!(md.mtime(), 1_600_000_000);
 
     let frac = fs::metadata(m.path("frac")).unwrap();
-    assert_eq!((frac.mtime(), frac.mtime_nsec()), (1_600_000_000, 250_000_000));
+    assert_eq!(
+        (frac.mtime(), frac.mtime_nsec()),
+        (1_600_000_000, 250_000_000)
+    );
 
     let me = unsafe { libc::geteuid() };
     let bogus = fs::metadata(m.path("bogus")).unwrap();
-    assert_eq!(bogus.permissions().mode() & 0o7777, 0o640, "bogus mode falls back");
+    assert_eq!(
+        bogus.permissions().mode() & 0o7777,
+        0o640,
+        "bogus mode falls back"
+    );
     assert_eq!(bogus.uid(), me);
     assert_eq!(bogus.len(), 3);
 
@@ -112,11 +155,17 @@ fn stat_from_s3fs_headers_and_bare_objects() {
     let age = std::time::SystemTime::now()
         .duration_since(bare.modified().unwrap())
         .unwrap_or_default();
-    assert!(age < Duration::from_secs(600), "mtime defaults to Last-Modified");
+    assert!(
+        age < Duration::from_secs(600),
+        "mtime defaults to Last-Modified"
+    );
 
     let link = fs::symlink_metadata(m.path("link")).unwrap();
     assert!(link.file_type().is_symlink());
-    assert_eq!(fs::read_link(m.path("link")).unwrap().to_str(), Some("bare"));
+    assert_eq!(
+        fs::read_link(m.path("link")).unwrap().to_str(),
+        Some("bare")
+    );
     assert_eq!(fs::read(m.path("link")).unwrap(), b"12345");
 
     let d = fs::metadata(m.path("d")).unwrap();
@@ -171,19 +220,35 @@ fn sequential_random_and_mmap_reads_match_the_object() {
     let len = data.len();
     unsafe {
         use std::os::fd::AsRawFd;
-        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        );
         assert_ne!(p, libc::MAP_FAILED);
         let mapped = std::slice::from_raw_parts(p as *const u8, len);
         assert_eq!(&mapped[len - 5000..], &data[len - 5000..]);
-        assert_eq!(&mapped[3 << 20..(3 << 20) + 4096], &data[3 << 20..(3 << 20) + 4096]);
+        assert_eq!(
+            &mapped[3 << 20..(3 << 20) + 4096],
+            &data[3 << 20..(3 << 20) + 4096]
+        );
         assert!(mapped == &data[..]);
         libc::munmap(p, len);
     }
     // sha256sum through the mount agrees with the bytes the server holds.
-    let out = std::process::Command::new("sha256sum").arg(m.path("big.bin")).output().unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(m.path("big.bin"))
+        .output()
+        .unwrap();
     let tmp = tempfile::NamedTempFile::new().unwrap();
     fs::write(tmp.path(), &data).unwrap();
-    let want = std::process::Command::new("sha256sum").arg(tmp.path()).output().unwrap();
+    let want = std::process::Command::new("sha256sum")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).split(' ').next(),
         String::from_utf8_lossy(&want.stdout).split(' ').next()
@@ -197,7 +262,10 @@ fn a_read_racing_an_overwrite_never_mixes_versions() {
     let old = pattern(6 << 20, 1);
     let new = pattern(6 << 20, 2);
     s.put("bkt", "obj", &old);
-    let m = MountBuilder::new(&s, "bkt").arg("--metadata-ttl").arg("0.2").mount();
+    let m = MountBuilder::new(&s, "bkt")
+        .arg("--metadata-ttl")
+        .arg("0.2")
+        .mount();
 
     let mut f = fs::File::open(m.path("obj")).unwrap();
     let mut got = vec![0u8; 64 * 1024];
@@ -208,13 +276,19 @@ fn a_read_racing_an_overwrite_never_mixes_versions() {
     match f.read_to_end(&mut rest) {
         Ok(_) => {
             got.extend_from_slice(&rest);
-            assert!(got == old, "an open handle reads only the version it opened");
+            assert!(
+                got == old,
+                "an open handle reads only the version it opened"
+            );
         }
         Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
     }
     drop(f);
     std::thread::sleep(Duration::from_millis(400));
-    assert!(fs::read(m.path("obj")).unwrap() == new, "a new open sees the new version");
+    assert!(
+        fs::read(m.path("obj")).unwrap() == new,
+        "a new open sees the new version"
+    );
 }
 
 #[test]
@@ -238,12 +312,20 @@ fn writes_are_refused_with_a_proper_errno() {
     let m = mounted(&s, "bkt");
     let e = fs::write(m.path("new"), b"y").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-    let e = fs::OpenOptions::new().write(true).open(m.path("f")).unwrap_err();
+    let e = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
     let e = fs::hard_link(m.path("f"), m.path("g")).unwrap_err();
-    assert!(matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)), "{e}");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)),
+        "{e}"
+    );
     assert_eq!(
-        fs::metadata(m.path(&"n".repeat(256))).unwrap_err().raw_os_error(),
+        fs::metadata(m.path(&"n".repeat(256)))
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::ENAMETOOLONG)
     );
     drop(m);

@@ -120,8 +120,8 @@ impl<S: ObjectStore> Prefetcher<S> {
         let plan = {
             let mut st = self.state.lock();
             let tolerance = st.window.max(2 * bs);
-            let sequential = offset + tolerance >= st.next_offset
-                && offset <= st.next_offset + tolerance;
+            let sequential =
+                offset + tolerance >= st.next_offset && offset <= st.next_offset + tolerance;
             st.next_offset = end;
             if sequential {
                 st.window = (st.window * 2).clamp(self.cfg.initial_window, self.cfg.max_window);
@@ -135,7 +135,8 @@ impl<S: ObjectStore> Prefetcher<S> {
             }
             // Blocks behind the reader are no longer needed in flight (they stay in the cache).
             st.inflight = st.inflight.split_off(&first);
-            st.tasks.retain(|(end_block, t)| *end_block > first && !t.is_finished());
+            st.tasks
+                .retain(|(end_block, t)| *end_block > first && !t.is_finished());
 
             let cached: Vec<Option<Bytes>> = (first..=last)
                 .map(|i| match st.inflight.get(&i) {
@@ -333,7 +334,10 @@ mod tests {
         }
     }
 
-    async fn setup(size: usize, cache_bytes: usize) -> (Arc<MemoryStore>, Prefetcher<MemoryStore>, Vec<u8>) {
+    async fn setup(
+        size: usize,
+        cache_bytes: usize,
+    ) -> (Arc<MemoryStore>, Prefetcher<MemoryStore>, Vec<u8>) {
         let store = Arc::new(MemoryStore::new());
         let data = pattern(size);
         store.insert("obj", data.clone(), &[]);
@@ -429,7 +433,14 @@ mod tests {
         let _ = p.read(0, size as u32).await.unwrap();
         let before = store.counters.get.load(Ordering::Relaxed);
         let etag = store.head("obj").await.unwrap().etag;
-        let p2 = Prefetcher::new(store.clone(), p.cache.clone(), cfg(), "obj", &etag, size as u64);
+        let p2 = Prefetcher::new(
+            store.clone(),
+            p.cache.clone(),
+            cfg(),
+            "obj",
+            &etag,
+            size as u64,
+        );
         let b = p2.read(0, size as u32).await.unwrap();
         assert_eq!(&b[..], &data[..]);
         assert_eq!(store.counters.get.load(Ordering::Relaxed), before);

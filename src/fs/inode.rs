@@ -102,7 +102,8 @@ impl Inodes {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
         self.nodes.len()
     }
 }
@@ -126,7 +127,7 @@ mod tests {
         assert!(t.get(a).is_some());
         t.forget(a, 1);
         assert!(t.get(a).is_none());
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.count(), 1);
         assert_ne!(t.upsert("a", found(Kind::File), now, true), a);
     }
 
@@ -139,6 +140,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(t.by_path("a"), Some(b));
         t.forget(a, 1);
-        assert_eq!(t.by_path("a"), Some(b), "forgetting the old inode keeps the new mapping");
+        assert_eq!(
+            t.by_path("a"),
+            Some(b),
+            "forgetting the old inode keeps the new mapping"
+        );
     }
 }

@@ -99,13 +99,21 @@ mod tests {
     #[test]
     fn s3fs_headers() {
         let a = parse(
-            &m(&[("mode", "33261"), ("uid", "1000"), ("gid", "100"), ("mtime", "1700000000")]),
+            &m(&[
+                ("mode", "33261"),
+                ("uid", "1000"),
+                ("gid", "100"),
+                ("mtime", "1700000000"),
+            ]),
             false,
         );
         assert_eq!(a.perm, Some(0o755));
         assert_eq!(a.uid, Some(1000));
         assert_eq!(a.gid, Some(100));
-        assert_eq!(a.mtime, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        assert_eq!(
+            a.mtime,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
         assert!(!a.symlink);
     }
 
@@ -121,7 +129,12 @@ mod tests {
     #[test]
     fn bogus_values_fall_back() {
         let a = parse(
-            &m(&[("mode", "rwx"), ("uid", "-1"), ("gid", "99999999999"), ("mtime", "soon")]),
+            &m(&[
+                ("mode", "rwx"),
+                ("uid", "-1"),
+                ("gid", "99999999999"),
+                ("mtime", "soon"),
+            ]),
             false,
         );
         assert_eq!(a, MetaAttrs::default());

@@ -225,11 +225,14 @@ impl<S: ObjectStore> Fs<S> {
                 f.meta.gid.unwrap_or(self.cfg.gid),
             )
         };
-        let mtime = f.meta.mtime.unwrap_or(if f.last_modified == SystemTime::UNIX_EPOCH {
-            self.mounted_at
-        } else {
-            f.last_modified
-        });
+        let mtime = f
+            .meta
+            .mtime
+            .unwrap_or(if f.last_modified == SystemTime::UNIX_EPOCH {
+                self.mounted_at
+            } else {
+                f.last_modified
+            });
         Attr {
             ino,
             kind: f.kind,
@@ -272,12 +275,9 @@ impl<S: ObjectStore> Fs<S> {
         }
         let listings = self.listings.lock();
         match listings.get(parent_path) {
-            Some((until, listing)) if *until > now => Some(
-                listing
-                    .get(name)
-                    .cloned()
-                    .ok_or(FsError::NotFound),
-            ),
+            Some((until, listing)) if *until > now => {
+                Some(listing.get(name).cloned().ok_or(FsError::NotFound))
+            }
             _ => None,
         }
     }
@@ -371,13 +371,13 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        let (path, fresh) = {
+        let path = {
             let inodes = self.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             if ino == ROOT || node.valid_until > Instant::now() {
                 return Ok(self.attr_of(ino, &node.found));
             }
-            (node.path.clone(), node.found.clone())
+            node.path.clone()
         };
         let found = self.resolve(&path).await?;
         let mut inodes = self.inodes.lock();
@@ -389,7 +389,6 @@ impl<S: ObjectStore> Fs<S> {
             }
         }
         // The path is now something else; this inode is stale.
-        let _ = fresh;
         Err(FsError::NotFound)
     }
 
@@ -521,9 +520,17 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Entries from `offset` on (offsets count `.` and `..`); each item's offset is its index + 1.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
-        let dir = self.dirs.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let dir = self
+            .dirs
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         let inodes = self.inodes.lock();
-        let dir_path = inodes.get(dir.ino).map(|n| n.path.clone()).unwrap_or_default();
+        let dir_path = inodes
+            .get(dir.ino)
+            .map(|n| n.path.clone())
+            .unwrap_or_default();
         let dots = [(".", dir.ino), ("..", dir.parent)].map(|(n, ino)| DirItem {
             name: n.to_string(),
             kind: Kind::Dir,
@@ -534,7 +541,9 @@ impl<S: ObjectStore> Fs<S> {
             DirItem {
                 name: name.clone(),
                 kind: f.kind,
-                ino: inodes.by_path(&path).unwrap_or_else(|| synthetic_ino(&path)),
+                ino: inodes
+                    .by_path(&path)
+                    .unwrap_or_else(|| synthetic_ino(&path)),
             }
         }));
         Ok(items
@@ -546,7 +555,12 @@ impl<S: ObjectStore> Fs<S> {
 
     /// For READDIRPLUS: the attributes of one listed entry, counting a kernel lookup for it.
     pub fn readdir_entry(&self, fh: u64, name: &str) -> Result<Attr, FsError> {
-        let dir = self.dirs.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let dir = self
+            .dirs
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         let found = dir
             .entries
             .iter()
@@ -554,7 +568,10 @@ impl<S: ObjectStore> Fs<S> {
             .map(|(_, f)| f.clone())
             .ok_or(FsError::NotFound)?;
         let mut inodes = self.inodes.lock();
-        let dir_path = inodes.get(dir.ino).map(|n| n.path.clone()).unwrap_or_default();
+        let dir_path = inodes
+            .get(dir.ino)
+            .map(|n| n.path.clone())
+            .unwrap_or_default();
         let path = names::join(&dir_path, name);
         let ino = inodes.upsert(&path, found.clone(), self.fresh_until(), true);
         Ok(self.attr_of(ino, &found))
@@ -635,7 +652,12 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        let handle = self.files.lock().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let handle = self
+            .files
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         handle.prefetcher.read(offset, size).await
     }
 
@@ -653,7 +675,10 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::Invalid);
         }
         let key = self.keys.file(&path)?;
-        let body = self.store.get_range(&key, 0..found.size.max(1), None).await?;
+        let body = self
+            .store
+            .get_range(&key, 0..found.size.max(1), None)
+            .await?;
         Ok(collect(body).await?)
     }
 
@@ -680,7 +705,9 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
-    fn fs_with(objects: &[(&str, &[u8], &[(&str, &str)])]) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+    type Obj<'a> = (&'a str, &'a [u8], &'a [(&'a str, &'a str)]);
+
+    fn fs_with(objects: &[Obj]) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
         let store = Arc::new(MemoryStore::new());
         for (k, body, meta) in objects {
             store.insert(k, body.to_vec(), meta);
@@ -721,21 +748,39 @@ mod tests {
         let bad = fs.lookup(ROOT, "bad").await.unwrap();
         let fh = fs.opendir(bad.ino).await.unwrap();
         assert!(names(&fs, fh).is_empty(), "the empty segment is skipped");
-        assert!(matches!(fs.lookup(ROOT, "nope").await, Err(FsError::NotFound)));
+        assert!(matches!(
+            fs.lookup(ROOT, "nope").await,
+            Err(FsError::NotFound)
+        ));
     }
 
     #[tokio::test]
     async fn metadata_headers_and_defaults() {
         let (_s, fs) = fs_with(&[
-            ("exe", b"#!", &[("mode", "33261"), ("uid", "7"), ("gid", "8"), ("mtime", "1000")]),
+            (
+                "exe",
+                b"#!",
+                &[
+                    ("mode", "33261"),
+                    ("uid", "7"),
+                    ("gid", "8"),
+                    ("mtime", "1000"),
+                ],
+            ),
             ("plain", b"x", &[]),
             ("link", b"exe", &[("mode", "41471")]),
         ]);
         let exe = fs.lookup(ROOT, "exe").await.unwrap();
         assert_eq!((exe.perm, exe.uid, exe.gid), (0o755, 7, 8));
-        assert_eq!(exe.mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            exe.mtime,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1000)
+        );
         let plain = fs.lookup(ROOT, "plain").await.unwrap();
-        assert_eq!((plain.perm, plain.uid, plain.kind), (0o644, 1000, Kind::File));
+        assert_eq!(
+            (plain.perm, plain.uid, plain.kind),
+            (0o644, 1000, Kind::File)
+        );
         let link = fs.lookup(ROOT, "link").await.unwrap();
         assert_eq!(link.kind, Kind::Symlink);
         assert_eq!(&fs.readlink(link.ino).await.unwrap()[..], b"exe");
@@ -765,13 +810,24 @@ mod tests {
             let a = fs.lookup(dir.ino, &format!("f{i:05}")).await.unwrap();
             assert_eq!(a.size, (i % 7) as u64);
         }
-        assert_eq!(store.counters.head.load(Ordering::Relaxed), heads, "no HEAD per entry");
-        assert_eq!(store.counters.list.load(Ordering::Relaxed), 3, "1 lookup + 2 pages");
+        assert_eq!(
+            store.counters.head.load(Ordering::Relaxed),
+            heads,
+            "no HEAD per entry"
+        );
+        assert_eq!(
+            store.counters.list.load(Ordering::Relaxed),
+            3,
+            "1 lookup + 2 pages"
+        );
     }
 
     #[tokio::test]
     async fn small_listings_carry_modes() {
-        let (_s, fs) = fs_with(&[("d/run", b"x", &[("mode", "33261")]), ("d/ln", b"run", &[("mode", "41471")])]);
+        let (_s, fs) = fs_with(&[
+            ("d/run", b"x", &[("mode", "33261")]),
+            ("d/ln", b"run", &[("mode", "41471")]),
+        ]);
         let d = fs.lookup(ROOT, "d").await.unwrap();
         let fh = fs.opendir(d.ino).await.unwrap();
         let run = fs.readdir_entry(fh, "run").unwrap();
@@ -801,7 +857,15 @@ mod tests {
 
     #[tokio::test]
     async fn open_read_and_keep_cache_while_unchanged() {
-        let (store, fs) = fs_with(&[("f", b"hello world", &[])]);
+        let store = Arc::new(MemoryStore::new());
+        store.insert("f", b"hello world".to_vec(), &[]);
+        let fs = Fs::new(
+            store.clone(),
+            FsConfig {
+                metadata_ttl: Duration::ZERO,
+                ..FsConfig::default()
+            },
+        );
         let a = fs.lookup(ROOT, "f").await.unwrap();
         let o = fs.open(a.ino, false).await.unwrap();
         assert!(!o.keep_cache);
@@ -809,10 +873,12 @@ mod tests {
         fs.release(o.fh);
         assert!(fs.open(a.ino, false).await.unwrap().keep_cache);
         store.insert("f", b"changed".to_vec(), &[]);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         let o = fs.open(a.ino, false).await.unwrap();
         assert!(!o.keep_cache, "a new ETag drops the page cache");
         assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"changed");
-        assert!(matches!(fs.open(a.ino, true).await, Err(FsError::NotPermitted)));
+        assert!(matches!(
+            fs.open(a.ino, true).await,
+            Err(FsError::NotPermitted)
+        ));
     }
 }

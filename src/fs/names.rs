@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn names() {
         assert!(check_name("ok").is_ok());
-        assert!(matches!(check_name(&"a".repeat(256)), Err(FsError::NameTooLong)));
+        assert!(matches!(
+            check_name(&"a".repeat(256)),
+            Err(FsError::NameTooLong)
+        ));
         assert!(showable("a"));
         for bad in ["", ".", "..", &"a".repeat(256)] {
             assert!(!showable(bad));

@@ -91,9 +91,16 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
 
 fn looks_like_tls(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["certificate", "tls", "ssl", "handshake", "invalidcontenttype", "corrupt message"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "certificate",
+        "tls",
+        "ssl",
+        "handshake",
+        "invalidcontenttype",
+        "corrupt message",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
 }
 
 pub fn map_sdk_error<E>(
@@ -120,8 +127,12 @@ where
                 ("NoSuchKey", _) | ("NotFound", _) | ("", 404) => StoreError::NotFound,
                 ("PreconditionFailed", _) | (_, 412) => StoreError::PreconditionFailed,
                 (
-                    "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
-                    | "ExpiredToken" | "InvalidClientTokenId" | "AuthorizationHeaderMalformed"
+                    "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidToken"
+                    | "ExpiredToken"
+                    | "InvalidClientTokenId"
+                    | "AuthorizationHeaderMalformed"
                     | "NotSignedUp",
                     _,
                 ) => StoreError::InvalidCredentials(detail),
@@ -198,7 +209,8 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.err(e))?;
         let stream = futures::stream::unfold(out.body, |mut body: ByteStream| async move {
             body.next().await.map(|chunk| {
-                let chunk = chunk.map_err(|e| StoreError::Other(format!("reading body: {}", chain(&e))));
+                let chunk =
+                    chunk.map_err(|e| StoreError::Other(format!("reading body: {}", chain(&e))));
                 (chunk, body)
             })
         });
@@ -287,8 +299,12 @@ mod tests {
 
     #[test]
     fn tls_errors_are_recognised() {
-        assert!(looks_like_tls("io error: invalid peer certificate: UnknownIssuer"));
-        assert!(looks_like_tls("received corrupt message of type InvalidContentType"));
+        assert!(looks_like_tls(
+            "io error: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(looks_like_tls(
+            "received corrupt message of type InvalidContentType"
+        ));
         assert!(!looks_like_tls("Connection refused (os error 111)"));
     }
 }

@@ -53,7 +53,14 @@ impl Server {
         let port = free_port();
         let python = std::env::var("S3MOUNT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut child = Command::new(python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -85,7 +92,13 @@ impl Server {
         Server::with(child, port, KEY, SECRET, Some(data))
     }
 
-    fn with(child: Child, port: u16, key: &str, secret: &str, data: Option<tempfile::TempDir>) -> Server {
+    fn with(
+        child: Child,
+        port: u16,
+        key: &str,
+        secret: &str,
+        data: Option<tempfile::TempDir>,
+    ) -> Server {
         let endpoint = format!("http://127.0.0.1:{port}");
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -121,8 +134,18 @@ impl Server {
         self.put_with(bucket, key, body, &[], None);
     }
 
-    pub fn put_with(&self, bucket: &str, key: &str, body: &[u8], meta: &[(&str, &str)], content_type: Option<&str>) {
-        let meta: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    pub fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        meta: &[(&str, &str)],
+        content_type: Option<&str>,
+    ) {
+        let meta: HashMap<String, String> = meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.block_on(
             self.client
                 .put_object()
@@ -138,7 +161,14 @@ impl Server {
 
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.block_on(async {
-            let out = self.client.get_object().bucket(bucket).key(key).send().await.unwrap();
+            let out = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
             out.body.collect().await.unwrap().into_bytes().to_vec()
         })
     }
@@ -259,7 +289,10 @@ impl<'a> MountBuilder<'a> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(&dir) {
             if let Ok(Some(st)) = child.try_wait() {
-                panic!("s3mount exited ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "s3mount exited ({st}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -322,15 +355,22 @@ pub fn run_s3mount(args: &[&str], env: &[(&str, &str)], home: &Path) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.args(args).stdin(Stdio::null()).output().expect("run s3mount")
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run s3mount")
 }
 
 /// Deterministic bytes that differ at every offset of interest.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
