@@ -1,5 +1,6 @@
 //! The raw-client baseline for `scripts/bench`, straight on the SDK (no filesystem):
 //!   raw_client ENDPOINT BUCKET get KEY [PART_MIB] [CONCURRENCY]  -> MiB/s of parallel ranged GETs
+//!   raw_client ENDPOINT BUCKET rand KEY THREADS SECONDS          -> IOPS of random 4 KiB GETs
 //!   raw_client ENDPOINT BUCKET list PREFIX                       -> seconds to list (delimited)
 //!   raw_client ENDPOINT BUCKET put KEY SIZE_MIB                  -> a random object (setup)
 //!   raw_client ENDPOINT BUCKET put-many PREFIX COUNT SIZE        -> COUNT small objects (setup)
@@ -87,6 +88,69 @@ async fn main() {
                 "{:.1}",
                 size as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64()
             );
+        }
+        "rand" => {
+            let key = args[4].clone();
+            let threads: u64 = args[5].parse().unwrap();
+            let secs: f64 = args[6].parse().unwrap();
+            let size = c
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap()
+                .content_length()
+                .unwrap() as u64;
+            let t = Instant::now();
+            let workers = (0..threads).map(|w| {
+                let (c, bucket, key) = (c.clone(), bucket.clone(), key.clone());
+                tokio::spawn(async move {
+                    let (mut x, mut n) = (w * 7919 + 1, 0u64);
+                    while t.elapsed().as_secs_f64() < secs {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let off = (x >> 20) % (size / 4096) * 4096;
+                        let out = c
+                            .get_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .range(format!("bytes={off}-{}", off + 4095))
+                            .send()
+                            .await
+                            .unwrap();
+                        out.body.collect().await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            });
+            let total: u64 = futures::future::join_all(workers)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap())
+                .sum();
+            println!("{}", (total as f64 / t.elapsed().as_secs_f64()).round());
+        }
+        "lat" => {
+            // Mean latency of sequential 4 KiB ranged GETs.
+            let key = args[4].clone();
+            let n = 50;
+            let t = Instant::now();
+            for i in 0..n {
+                let off = i * 1_000_003;
+                let out = c
+                    .get_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .range(format!("bytes={off}-{}", off + 4095))
+                    .send()
+                    .await
+                    .unwrap();
+                out.body.collect().await.unwrap();
+            }
+            println!("{:.2} ms", t.elapsed().as_secs_f64() * 1000.0 / n as f64);
         }
         "list" => {
             let prefix = args[4].clone();

@@ -19,6 +19,9 @@ use crate::error::FsError;
 use crate::fs::{Attr, Fs, Kind};
 use crate::store::ObjectStore;
 
+/// Entries prepared per READDIR call; more than fit in the kernel's page-sized buffer.
+const READDIR_BATCH: usize = 256;
+
 /// Read-ahead the kernel may do on its own, on top of our prefetcher.
 const MAX_READAHEAD: u32 = 1 << 20;
 
@@ -333,7 +336,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
+        match self.fs.readdir(fh.0, offset, READDIR_BATCH) {
             Ok(items) => {
                 for (next, item) in items {
                     if reply.add(INodeNo(item.ino), next, kind(item.kind), &item.name) {
@@ -354,7 +357,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let items = match self.fs.readdir(fh.0, offset) {
+        let items = match self.fs.readdir(fh.0, offset, READDIR_BATCH) {
             Ok(items) => items,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };
@@ -365,7 +368,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             let attr = if dots {
                 self.fs.dot_attr(item.ino)
             } else {
-                match self.fs.readdir_entry(fh.0, &item.name) {
+                match self.fs.readdir_entry(fh.0, next) {
                     Ok(a) => a,
                     Err(_) => continue,
                 }
@@ -426,16 +429,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        // ENOTSUP makes the kernel stop asking, which keeps `ls -l` free of round trips.
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        // ENOSYS (unlike ENOTSUP) makes the kernel stop asking, so `ls -l` costs no round trip
+        // per file; the kernel then answers EOPNOTSUPP itself.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::pool::BufferPool;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     pub key: Arc<str>,
@@ -16,6 +18,7 @@ pub struct BlockKey {
 
 pub struct BlockCache {
     inner: Mutex<Inner>,
+    pool: Arc<BufferPool>,
 }
 
 struct Inner {
@@ -25,14 +28,22 @@ struct Inner {
 }
 
 impl BlockCache {
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` bytes of blocks of `block_size` bytes.
+    pub fn new(capacity: usize, block_size: usize) -> Self {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 capacity,
             }),
+            // Idle buffers are bounded too, so they add at most a few blocks to memory.
+            pool: BufferPool::new(block_size, 16),
         }
+    }
+
+    /// Where block buffers come from (and return to once evicted and read).
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
     }
 
     pub fn get(&self, k: &BlockKey) -> Option<Bytes> {
@@ -79,7 +90,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recent_under_the_byte_bound() {
-        let c = BlockCache::new(3 * 1024);
+        let c = BlockCache::new(3 * 1024, 1024);
         for i in 0..3 {
             c.insert(key(i), Bytes::from(vec![i as u8; 1024]));
         }
@@ -93,7 +104,7 @@ mod tests {
 
     #[test]
     fn another_etag_is_another_block() {
-        let c = BlockCache::new(1 << 20);
+        let c = BlockCache::new(1 << 20, 1024);
         c.insert(key(0), Bytes::from_static(b"old"));
         let mut k = key(0);
         k.etag = "e2".into();
@@ -102,7 +113,7 @@ mod tests {
 
     #[test]
     fn oversized_blocks_are_not_cached() {
-        let c = BlockCache::new(10);
+        let c = BlockCache::new(10, 1024);
         c.insert(key(0), Bytes::from(vec![0; 11]));
         assert_eq!(c.bytes(), 0);
     }

@@ -267,7 +267,8 @@ impl<S: ObjectStore> Prefetcher<S> {
                 Ok(b) => b,
                 Err(e) => return publish_err(&senders, e.into()),
             };
-            let mut buf = BytesMut::new();
+            let pool = cache.pool().clone();
+            let mut buf = pool.take();
             let mut index = first;
             while let Some(chunk) = body.next().await {
                 let mut chunk = match chunk {
@@ -279,7 +280,7 @@ impl<S: ObjectStore> Prefetcher<S> {
                     let take = (want - buf.len()).min(chunk.len());
                     buf.extend_from_slice(&chunk.split_to(take));
                     if buf.len() == want {
-                        let block = buf.split().freeze();
+                        let block = pool.freeze(std::mem::replace(&mut buf, pool.take()));
                         cache.insert(
                             BlockKey {
                                 key: key.clone(),
@@ -342,7 +343,7 @@ mod tests {
         let data = pattern(size);
         store.insert("obj", data.clone(), &[]);
         let etag = store.head("obj").await.unwrap().etag;
-        let cache = Arc::new(BlockCache::new(cache_bytes));
+        let cache = Arc::new(BlockCache::new(cache_bytes, 64 * 1024));
         let p = Prefetcher::new(store.clone(), cache, cfg(), "obj", &etag, size as u64);
         (store, p, data)
     }

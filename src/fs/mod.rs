@@ -183,7 +183,10 @@ impl<S: ObjectStore> Fs<S> {
             negative: Mutex::new(LruCache::new(65_536.try_into().unwrap())),
             metas: Mutex::new(LruCache::new(META_CACHE_ENTRIES.try_into().unwrap())),
             warned: Mutex::new(HashSet::new()),
-            cache: Arc::new(BlockCache::new(cfg.cache_bytes)),
+            cache: Arc::new(BlockCache::new(
+                cfg.cache_bytes,
+                cfg.prefetch.block_size as usize,
+            )),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -518,8 +521,14 @@ impl<S: ObjectStore> Fs<S> {
         Ok(fh)
     }
 
-    /// Entries from `offset` on (offsets count `.` and `..`); each item's offset is its index + 1.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
+    /// At most `max` entries from `offset` on (offsets count `.` and `..`); each item's offset is
+    /// its index + 1. The kernel asks page by page, so each call builds only what fits.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, DirItem)>, FsError> {
         let dir = self
             .dirs
             .lock()
@@ -536,43 +545,45 @@ impl<S: ObjectStore> Fs<S> {
             kind: Kind::Dir,
             ino,
         });
-        let items = dots.into_iter().chain(dir.entries.iter().map(|(name, f)| {
-            let path = names::join(&dir_path, name);
-            DirItem {
-                name: name.clone(),
-                kind: f.kind,
-                ino: inodes
-                    .by_path(&path)
-                    .unwrap_or_else(|| synthetic_ino(&path)),
-            }
-        }));
+        let offset = offset as usize;
+        let skip_entries = offset.saturating_sub(2);
+        let items =
+            dots.into_iter()
+                .skip(offset.min(2))
+                .chain(dir.entries.iter().skip(skip_entries).map(|(name, f)| {
+                    let path = names::join(&dir_path, name);
+                    DirItem {
+                        name: name.clone(),
+                        kind: f.kind,
+                        ino: inodes
+                            .by_path(&path)
+                            .unwrap_or_else(|| synthetic_ino(&path)),
+                    }
+                }));
         Ok(items
+            .take(max)
             .enumerate()
-            .skip(offset as usize)
-            .map(|(i, item)| (i as u64 + 1, item))
+            .map(|(i, item)| ((offset + i) as u64 + 1, item))
             .collect())
     }
 
-    /// For READDIRPLUS: the attributes of one listed entry, counting a kernel lookup for it.
-    pub fn readdir_entry(&self, fh: u64, name: &str) -> Result<Attr, FsError> {
+    /// For READDIRPLUS: the attributes of the entry at `offset` (as `readdir` numbers them, so
+    /// not `.` or `..`), counting a kernel lookup for it.
+    pub fn readdir_entry(&self, fh: u64, offset: u64) -> Result<Attr, FsError> {
         let dir = self
             .dirs
             .lock()
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle)?;
-        let found = dir
-            .entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, f)| f.clone())
-            .ok_or(FsError::NotFound)?;
+        let index = (offset as usize).checked_sub(3).ok_or(FsError::Invalid)?;
+        let (name, found) = dir.entries.get(index).cloned().ok_or(FsError::NotFound)?;
         let mut inodes = self.inodes.lock();
         let dir_path = inodes
             .get(dir.ino)
             .map(|n| n.path.clone())
             .unwrap_or_default();
-        let path = names::join(&dir_path, name);
+        let path = names::join(&dir_path, &name);
         let ino = inodes.upsert(&path, found.clone(), self.fresh_until(), true);
         Ok(self.attr_of(ino, &found))
     }
@@ -724,7 +735,7 @@ mod tests {
     }
 
     fn names(fs: &Fs<MemoryStore>, fh: u64) -> Vec<String> {
-        fs.readdir(fh, 2)
+        fs.readdir(fh, 2, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|(_, i)| i.name)
@@ -804,7 +815,11 @@ mod tests {
         );
         let dir = fs.lookup(ROOT, "big").await.unwrap();
         let fh = fs.opendir(dir.ino).await.unwrap();
-        assert_eq!(fs.readdir(fh, 0).unwrap().len(), 1502);
+        assert_eq!(fs.readdir(fh, 0, usize::MAX).unwrap().len(), 1502);
+        let page = fs.readdir(fh, 700, 10).unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(page[0].0, 701, "offsets continue where the kernel left off");
+        assert_eq!(page[0].1.name, "f00698");
         let heads = store.counters.head.load(Ordering::Relaxed);
         for i in [0, 700, 1499] {
             let a = fs.lookup(dir.ino, &format!("f{i:05}")).await.unwrap();
@@ -830,9 +845,10 @@ mod tests {
         ]);
         let d = fs.lookup(ROOT, "d").await.unwrap();
         let fh = fs.opendir(d.ino).await.unwrap();
-        let run = fs.readdir_entry(fh, "run").unwrap();
-        assert_eq!(run.perm, 0o755);
-        assert_eq!(fs.readdir_entry(fh, "ln").unwrap().kind, Kind::Symlink);
+        let entries = fs.readdir(fh, 2, usize::MAX).unwrap();
+        let at = |name: &str| entries.iter().find(|(_, i)| i.name == name).unwrap().0;
+        assert_eq!(fs.readdir_entry(fh, at("run")).unwrap().perm, 0o755);
+        assert_eq!(fs.readdir_entry(fh, at("ln")).unwrap().kind, Kind::Symlink);
     }
 
     #[tokio::test]
