@@ -231,8 +231,6 @@ pub struct MountConfig {
     pub credential_source: String,
     /// Where the store is, for messages (never holds secrets).
     pub endpoint_label: String,
-    /// Credential files to re-check (for the world-readable warning).
-    pub secret_files: Vec<PathBuf>,
 }
 
 /// `bucket`, `bucket:prefix`, `s3://bucket/prefix`.
@@ -378,7 +376,6 @@ impl MountConfig {
             allow_other: cli.allow_other,
             credential_source: creds.source,
             endpoint_label,
-            secret_files: cli.service_key.into_iter().collect(),
         })
     }
 }

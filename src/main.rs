@@ -10,15 +10,16 @@ fn main() {
             .options
             .iter()
             .any(|o| o.split(',').any(|x| x == "debug"));
-    s3mount::logging::init(debug, cli.daemon_child);
     if !cli.foreground && !cli.daemon_child {
-        // Validate here too, so a bad flag fails before anything is started.
+        // Validate here too, so a bad flag fails before anything is started. No logging yet:
+        // the mount process reports its own warnings, and they are relayed from there.
         if let Err(e) = MountConfig::from_cli(cli.clone(), &ProcessEnv) {
             eprintln!("s3mount: {e}");
             std::process::exit(1);
         }
         std::process::exit(s3mount::daemon::spawn_and_wait());
     }
+    s3mount::logging::init(debug, cli.daemon_child);
     let code = match MountConfig::from_cli(cli, &ProcessEnv).and_then(s3mount::run::run) {
         Ok(()) => 0,
         Err(e) => {

@@ -76,9 +76,6 @@ fn raise_read_ahead(mountpoint: &std::path::Path) {
 }
 
 pub fn run(cfg: MountConfig) -> Result<(), String> {
-    for f in &cfg.secret_files {
-        crate::credentials::warn_if_exposed(f);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("s3mount-io")

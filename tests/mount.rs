@@ -231,9 +231,10 @@ fn service_key_as_the_cli_prints_it_mounts_its_bucket() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains("readable by group or others"),
-        "a world-readable key is warned about: {err}"
+    assert_eq!(
+        err.matches("readable by group or others").count(),
+        1,
+        "a world-readable key is warned about, once: {err}"
     );
     assert!(!err.contains(SECRET));
     assert_eq!(
