@@ -13,3 +13,4 @@ pub mod fuse;
 pub mod logging;
 pub mod run;
 pub mod store;
+pub mod upload;

@@ -23,12 +23,16 @@ pub struct Counters {
     pub get: AtomicU64,
     pub list: AtomicU64,
     pub put: AtomicU64,
+    pub copy: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
     pub bytes_read: AtomicU64,
 }
 
 #[derive(Default)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Stored>>,
+    /// upload id → (key, options, parts).
+    uploads: Mutex<HashMap<String, (String, PutOptions, BTreeMap<i32, Bytes>)>>,
     version: AtomicU64,
     pub counters: Counters,
 }
@@ -170,12 +174,133 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<String, StoreError> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_uploaded
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(self.put_now(key, body, opts))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.objects.lock().remove(key);
         Ok(())
+    }
+
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        meta: Option<PutOptions>,
+    ) -> Result<String, StoreError> {
+        self.counters.copy.fetch_add(1, Ordering::Relaxed);
+        let stored = self
+            .objects
+            .lock()
+            .get(src)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        let opts = meta.unwrap_or(PutOptions {
+            content_type: stored.info.content_type.clone(),
+            user_meta: stored.info.user_meta.clone().unwrap_or_default(),
+        });
+        Ok(self.put_now(dst, stored.body, opts))
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String, StoreError> {
+        let id = format!("up{}", self.version.fetch_add(1, Ordering::Relaxed));
+        self.uploads
+            .lock()
+            .insert(id.clone(), (key.to_string(), opts, BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        _key: &str,
+        upload_id: &str,
+        part: i32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        self.counters
+            .bytes_uploaded
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let mut uploads = self.uploads.lock();
+        let up = uploads.get_mut(upload_id).ok_or(StoreError::NotFound)?;
+        up.2.insert(part, body);
+        Ok(format!("\"p{part}\""))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        _key: &str,
+        upload_id: &str,
+        part: i32,
+        src: &str,
+        src_etag: &str,
+        range: Range<u64>,
+    ) -> Result<String, StoreError> {
+        self.counters.copy.fetch_add(1, Ordering::Relaxed);
+        let stored = self
+            .objects
+            .lock()
+            .get(src)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if stored.info.etag != src_etag {
+            return Err(StoreError::PreconditionFailed);
+        }
+        if range.end > stored.body.len() as u64 {
+            return Err(StoreError::Other("copy range past the end".into()));
+        }
+        let body = stored.body.slice(range.start as usize..range.end as usize);
+        let mut uploads = self.uploads.lock();
+        let up = uploads.get_mut(upload_id).ok_or(StoreError::NotFound)?;
+        up.2.insert(part, body);
+        Ok(format!("\"c{part}\""))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<String, StoreError> {
+        let (ukey, opts, stored) = self
+            .uploads
+            .lock()
+            .remove(upload_id)
+            .ok_or(StoreError::NotFound)?;
+        assert_eq!(ukey, key);
+        let mut body = Vec::new();
+        for (i, (n, _)) in parts.iter().enumerate() {
+            let p = stored
+                .get(n)
+                .ok_or(StoreError::Other(format!("part {n} missing")))?;
+            if i + 1 < parts.len() && p.len() < 5 << 20 {
+                return Err(StoreError::Other(format!("EntityTooSmall: part {n}")));
+            }
+            body.extend_from_slice(p);
+        }
+        Ok(self.put_now(key, Bytes::from(body), opts))
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.uploads.lock().remove(upload_id);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn pending_uploads(&self) -> usize {
+        self.uploads.lock().len()
+    }
+
+    pub fn body(&self, key: &str) -> Option<Bytes> {
+        self.objects.lock().get(key).map(|s| s.body.clone())
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().keys().cloned().collect()
     }
 }
 

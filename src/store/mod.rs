@@ -93,6 +93,55 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// CopyObject within the bucket; with `meta`, the copy gets exactly that metadata and
+    /// content type (REPLACE), else it keeps the source's. Returns the new ETag.
+    fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        meta: Option<PutOptions>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Starts a multipart upload; returns its upload id.
+    fn create_multipart(
+        &self,
+        key: &str,
+        opts: PutOptions,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: i32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// UploadPartCopy of `range` of `src` (which must still be version `src_etag`).
+    fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: i32,
+        src: &str,
+        src_etag: &str,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Completes an upload from (part number, ETag) pairs; returns the object's ETag.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Reads a whole body stream into one buffer.

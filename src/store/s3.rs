@@ -163,6 +163,11 @@ where
     }
 }
 
+/// `x-amz-copy-source`: the bucket and the URL-encoded key.
+fn copy_source(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{}", crate::fs::meta::percent_encode(key, true))
+}
+
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
@@ -279,6 +284,138 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.err(e))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        meta: Option<PutOptions>,
+    ) -> Result<String, StoreError> {
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(copy_source(&self.bucket, src));
+        if let Some(opts) = meta {
+            req = req
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .set_content_type(opts.content_type)
+                .set_metadata(Some(opts.user_meta));
+        }
+        let out = req.send().await.map_err(|e| self.err(e))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(opts.content_type)
+            .set_metadata(Some(opts.user_meta))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: i32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: i32,
+        src: &str,
+        src_etag: &str,
+        range: Range<u64>,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part)
+            .copy_source(copy_source(&self.bucket, src))
+            .copy_source_if_match(src_etag)
+            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<String, StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

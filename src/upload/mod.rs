@@ -1,0 +1,8 @@
+//! The write-back path: what a file's new content is made of (`plan`), and the per-file state
+//! that stages writes locally, streams full parts while a new file is written, and commits the
+//! object on flush, fsync or close (`state`).
+
+pub mod plan;
+pub mod state;
+
+pub use state::{Base, WriteState};
