@@ -28,11 +28,13 @@ pub struct Counters {
     pub bytes_read: AtomicU64,
 }
 
+/// A multipart upload in progress: key, options, parts.
+type Upload = (String, PutOptions, BTreeMap<i32, Bytes>);
+
 #[derive(Default)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Stored>>,
-    /// upload id → (key, options, parts).
-    uploads: Mutex<HashMap<String, (String, PutOptions, BTreeMap<i32, Bytes>)>>,
+    uploads: Mutex<HashMap<String, Upload>>,
     version: AtomicU64,
     pub counters: Counters,
 }

@@ -141,6 +141,7 @@ pub fn plan(new_size: u64, copyable: &[Range<u64>], part: u64) -> Vec<Part> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

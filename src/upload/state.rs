@@ -148,7 +148,7 @@ impl<S: ObjectStore> WriteState<S> {
 
     /// Sends every complete part of a sequentially written new file.
     async fn stream_full_parts(&self, g: &mut Inner) {
-        let sequential = g.base.is_none() && g.dirty.ranges() == [0..g.size];
+        let sequential = g.base.is_none() && g.dirty.covers(&(0..g.size));
         if g.no_stream || !sequential {
             return;
         }
