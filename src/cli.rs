@@ -83,6 +83,12 @@ pub struct Cli {
     /// Seconds to wait for a TCP connection to the endpoint
     #[arg(long, value_name = "SECONDS", default_value = "5")]
     pub connect_timeout: f64,
+    /// Directory where files being written are staged (unnamed temp files)
+    #[arg(long, value_name = "DIR")]
+    pub tmp_dir: Option<PathBuf>,
+    /// Part uploads in flight per file being written (each holds one part, 8 MiB or more, in memory)
+    #[arg(long, value_name = "N", default_value = "4")]
+    pub max_inflight_parts: usize,
     /// Debug logging (a RUST_LOG filter is honoured too)
     #[arg(short, long)]
     pub debug: bool,
@@ -205,6 +211,8 @@ impl Cli {
                 "cache_size" => self.cache_size = parse_size(need()?)?,
                 "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
                 "list_stat_limit" => self.list_stat_limit = num(need()?)? as usize,
+                "tmp_dir" => self.tmp_dir = Some(need()?.into()),
+                "max_inflight_parts" => self.max_inflight_parts = num(need()?)? as usize,
                 "connect_timeout" => {
                     self.connect_timeout = need()?
                         .parse()
@@ -352,7 +360,15 @@ impl MountConfig {
                 ..PrefetchConfig::default()
             },
             cache_bytes: cli.cache_size as usize,
+            tmp_dir: cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            max_inflight_parts: cli.max_inflight_parts.max(1),
         };
+        if !fs.tmp_dir.is_dir() {
+            return Err(format!(
+                "staging directory {} does not exist",
+                fs.tmp_dir.display()
+            ));
+        }
         let endpoint_label = endpoint
             .clone()
             .unwrap_or_else(|| format!("AWS S3 ({region})"));

@@ -21,6 +21,14 @@ pub enum FsError {
     NotSupported,
     #[error("invalid argument")]
     Invalid,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("buffer too small")]
+    Range,
     #[error("bad file handle")]
     BadHandle,
     #[error("object changed on the server while it was open")]
@@ -44,6 +52,10 @@ impl FsError {
             FsError::NotPermitted => libc::EPERM,
             FsError::NotSupported => libc::ENOTSUP,
             FsError::Invalid => libc::EINVAL,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NoAttr => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
             FsError::BadHandle => libc::EBADF,
             // A handle reads one version of an object; a changed object cannot be read consistently.
             FsError::Changed => libc::EIO,
@@ -64,6 +76,10 @@ impl FsError {
                 | FsError::ReadOnly
                 | FsError::NotSupported
                 | FsError::NotPermitted
+                | FsError::Exists
+                | FsError::NotEmpty
+                | FsError::NoAttr
+                | FsError::Range
         )
     }
 }

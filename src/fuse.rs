@@ -2,9 +2,11 @@
 //! holds up other requests. No filesystem logic lives here.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use fuser::{
@@ -16,6 +18,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use crate::error::FsError;
+use crate::fs::write::{Caller, MetaChange};
 use crate::fs::{Attr, Fs, Kind};
 use crate::store::ObjectStore;
 
@@ -28,11 +31,21 @@ const MAX_READAHEAD: u32 = 1 << 20;
 pub struct FuseAdapter<S> {
     fs: Arc<Fs<S>>,
     rt: Handle,
+    inflight: Arc<AtomicUsize>,
 }
 
 impl<S> FuseAdapter<S> {
     pub fn new(fs: Arc<Fs<S>>, rt: Handle) -> Self {
-        FuseAdapter { fs, rt }
+        FuseAdapter {
+            fs,
+            rt,
+            inflight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Requests still being answered; unmount waits for them (an upload at close, say).
+    pub fn inflight(&self) -> Arc<AtomicUsize> {
+        self.inflight.clone()
     }
 }
 
@@ -77,9 +90,58 @@ fn utf8(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
 
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, ttl: std::time::Duration, r: Result<Attr, Errno>) {
+    match r {
+        Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// getxattr/listxattr: the size alone when asked for it, ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl<S: ObjectStore> FuseAdapter<S> {
-    fn refuse(&self, op: &str) -> Errno {
-        errno(op, &self.fs.refuse_write())
+    /// Runs one request's logic on the runtime and replies from there.
+    fn spawn<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, FsError>> + Send + 'static,
+        done: impl FnOnce(Result<T, Errno>) + Send + 'static,
+    ) {
+        let inflight = self.inflight.clone();
+        inflight.fetch_add(1, Ordering::SeqCst);
+        self.rt.spawn(async move {
+            done(work.await.map_err(|e| errno(op, &e)));
+            inflight.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 }
 
@@ -106,13 +168,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::ENOENT);
         };
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(a) => reply.entry(&fs.ttl(), &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
-        });
+        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        self.spawn(
+            "lookup",
+            async move { fs.lookup(parent.0, &name).await },
+            move |r| reply_entry(reply, ttl, r),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -120,25 +181,27 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&fs.ttl(), &file_attr(&a)),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
-        });
+        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        self.spawn(
+            "getattr",
+            async move { fs.getattr(ino.0).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -147,74 +210,143 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse("setattr"));
+        let change = MetaChange {
+            mode,
+            uid,
+            gid,
+            mtime: mtime.map(time),
+        };
+        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        self.spawn(
+            "setattr",
+            async move { fs.setattr(ino.0, size, change).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.readlink(ino.0).await {
+        self.spawn(
+            "readlink",
+            async move { fs.readlink(ino.0).await },
+            move |r| match r {
                 Ok(t) => reply.data(&t),
-                Err(e) => reply.error(errno("readlink", &e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("mknod"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        self.spawn(
+            "mknod",
+            async move { fs.mknod(parent.0, &name, mode, umask, who).await },
+            move |r| reply_entry(reply, ttl, r),
+        );
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("mkdir"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        self.spawn(
+            "mkdir",
+            async move { fs.mkdir(parent.0, &name, mode, umask, who).await },
+            move |r| reply_entry(reply, ttl, r),
+        );
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("unlink"));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "unlink",
+            async move { fs.unlink(parent.0, &name).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("rmdir"));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "rmdir",
+            async move { fs.rmdir(parent.0, &name).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("symlink"));
+        let Some(name) = utf8(link_name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let target = target.as_os_str().as_encoded_bytes().to_vec();
+        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        self.spawn(
+            "symlink",
+            async move { fs.symlink(parent.0, &name, &target, who).await },
+            move |r| reply_entry(reply, ttl, r),
+        );
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse("rename"));
+        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        let flags = flags.bits();
+        self.spawn(
+            "rename",
+            async move {
+                fs.rename(parent.0, &name, newparent.0, &newname, flags)
+                    .await
+            },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn link(
@@ -230,10 +362,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.open(ino.0, write).await {
+        self.spawn(
+            "open",
+            async move { fs.open(ino.0, write, truncate).await },
+            move |r| match r {
                 Ok(o) => {
                     let f = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
@@ -242,9 +377,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     };
                     reply.opened(FileHandle(o.fh), f)
                 }
-                Err(e) => reply.error(errno("open", &e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn read(
@@ -259,73 +394,96 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.read(fh.0, offset, size).await {
+        self.spawn(
+            "read",
+            async move { fs.read(fh.0, offset, size).await },
+            move |r| match r {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno("read", &e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn write(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse("write"));
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.spawn(
+            "write",
+            async move { fs.write(fh.0, offset, &data).await },
+            move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let fs = self.fs.clone();
+        self.spawn("flush", async move { fs.flush(fh.0).await }, move |r| {
+            reply_empty(reply, r)
+        });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        reply.ok();
+        let fs = self.fs.clone();
+        self.spawn(
+            "release",
+            async move { fs.release(ino.0, fh.0).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn fsync(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let fs = self.fs.clone();
+        self.spawn("fsync", async move { fs.flush(fh.0).await }, move |r| {
+            reply_empty(reply, r)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.opendir(ino.0).await {
+        self.spawn(
+            "opendir",
+            async move { fs.opendir(ino.0).await },
+            move |r| match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", &e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn readdir(
@@ -402,6 +560,18 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.ok();
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are in the bucket when their operation returns.
+        reply.ok();
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // A bucket has no fixed size; report plenty of room, as other S3 mounts do.
         const BLOCKS: u64 = 1 << 40;
@@ -411,35 +581,57 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse("setxattr"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::from_i32(libc::ENOTSUP));
+        };
+        let (fs, value) = (self.fs.clone(), value.to_vec());
+        self.spawn(
+            "setxattr",
+            async move { fs.setxattr(ino.0, &name, &value, flags).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        // ENOSYS (unlike ENOTSUP) makes the kernel stop asking, so `ls -l` costs no round trip
-        // per file; the kernel then answers EOPNOTSUPP itself.
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = utf8(name).unwrap_or_default();
+        if !name.starts_with("user.") {
+            // Answered here: `ls -l` asks for security and ACL attributes of every file.
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
+        let fs = self.fs.clone();
+        self.spawn(
+            "getxattr",
+            async move { fs.getxattr(ino.0, &name).await },
+            move |r| reply_xattr(reply, size, r),
+        );
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "listxattr",
+            async move { fs.listxattr(ino.0).await },
+            move |r| reply_xattr(reply, size, r),
+        );
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("removexattr"));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "removexattr",
+            async move { fs.removexattr(ino.0, &name).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -448,14 +640,35 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn create(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse("create"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        let exclusive = flags & libc::O_EXCL != 0;
+        self.spawn(
+            "create",
+            async move {
+                fs.create(parent.0, &name, mode, umask, exclusive, who)
+                    .await
+            },
+            move |r| match r {
+                Ok((a, o)) => reply.created(
+                    &ttl,
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 }

@@ -14,9 +14,10 @@ pub fn init(debug: bool, quiet: bool) {
     let default = if debug {
         "s3mount=debug,fuser=info,warn"
     } else if quiet {
-        "warn"
+        // fuser warns when its own unmount finds the kernel already unmounted: noise.
+        "fuser=error,warn"
     } else {
-        "s3mount=info,warn"
+        "s3mount=info,fuser=error,warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

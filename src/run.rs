@@ -1,6 +1,7 @@
 //! Runs one mount: runtime, preflight check, mount, readiness, signals, unmount.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fuser::{MountOption, Session, SessionACL};
@@ -93,7 +94,8 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
     );
 
     let fs = Arc::new(Fs::new(store, cfg.fs.clone()));
-    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let inflight = adapter.inflight();
     let mut options = vec![
         MountOption::FSName(format!("s3mount:{}", cfg.bucket)),
         MountOption::Subtype("s3mount".into()),
@@ -157,7 +159,19 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
             _ => Ok(()),
         }
     });
+    // Data a close() reported as written is in the bucket already; what is left is work that
+    // raced the unmount. Wait for it, then commit anything still pending.
+    let failed = rt.block_on(async {
+        while inflight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fs.flush_all().await
+    });
     rt.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("unmounted {}", cfg.mountpoint.display());
+    if !failed.is_empty() {
+        let paths: Vec<String> = failed.iter().map(|(p, e)| format!("{p} ({e})")).collect();
+        return Err(format!("could not upload: {}", paths.join(", ")));
+    }
     result
 }

@@ -86,6 +86,30 @@ impl Inodes {
         ino
     }
 
+    /// The name is gone from the bucket; the inode lives on until the kernel forgets it.
+    pub fn detach(&mut self, path: &str) {
+        self.by_path.remove(path);
+    }
+
+    /// Moves `src` (and, for a directory, everything under it) to `dst`; whatever `dst` named
+    /// before is detached.
+    pub fn rename(&mut self, src: &str, dst: &str) {
+        let inner = format!("{dst}/");
+        self.by_path
+            .retain(|p, _| p != dst && !p.starts_with(&inner));
+        let src_inner = format!("{src}/");
+        for (ino, node) in self.nodes.iter_mut() {
+            if node.path == src || node.path.starts_with(&src_inner) {
+                let new = format!("{dst}{}", &node.path[src.len()..]);
+                if self.by_path.get(&node.path) == Some(ino) {
+                    self.by_path.remove(&node.path);
+                }
+                self.by_path.insert(new.clone(), *ino);
+                node.path = new;
+            }
+        }
+    }
+
     pub fn forget(&mut self, ino: u64, n: u64) {
         if ino == ROOT {
             return;

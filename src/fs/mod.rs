@@ -4,8 +4,11 @@
 pub mod inode;
 pub mod meta;
 pub mod names;
+pub mod write;
+pub mod xattr;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +21,7 @@ use parking_lot::Mutex;
 use crate::cache::{BlockCache, PrefetchConfig, Prefetcher};
 use crate::error::FsError;
 use crate::store::{ObjectInfo, ObjectStore, StoreError, collect};
+use crate::upload::WriteState;
 use inode::{Inodes, ROOT};
 pub use meta::Kind;
 use meta::MetaAttrs;
@@ -47,6 +51,10 @@ pub struct FsConfig {
     pub list_stat_limit: usize,
     pub prefetch: PrefetchConfig,
     pub cache_bytes: usize,
+    /// Where writes are staged (unnamed files, gone when closed).
+    pub tmp_dir: PathBuf,
+    /// Part uploads in flight per file being written (each holds one part in memory).
+    pub max_inflight_parts: usize,
 }
 
 impl Default for FsConfig {
@@ -64,6 +72,8 @@ impl Default for FsConfig {
             list_stat_limit: 1000,
             prefetch: PrefetchConfig::default(),
             cache_bytes: 64 << 20,
+            tmp_dir: std::env::temp_dir(),
+            max_inflight_parts: 4,
         }
     }
 }
@@ -142,8 +152,11 @@ struct DirHandle {
     entries: Vec<(String, Found)>,
 }
 
-struct FileHandle<S> {
-    prefetcher: Prefetcher<S>,
+enum FileHandle<S> {
+    /// Reads one version of an object.
+    Read(Prefetcher<S>),
+    /// Reads and writes the pending content of an inode (shared by all its write handles).
+    Write(u64),
 }
 
 pub struct Opened {
@@ -166,6 +179,15 @@ pub struct Fs<S> {
     files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
+    /// Inodes with content or metadata not yet (or just) written to the bucket.
+    writes: Mutex<HashMap<u64, Arc<WriteState<S>>>>,
+    /// Open file handles per inode.
+    open_counts: Mutex<HashMap<u64, usize>>,
+    /// Keys unlinked while open: deleted at the last close, hidden until then.
+    unlinked: Mutex<HashMap<u64, String>>,
+    hidden: Mutex<HashSet<String>>,
+    /// Directory markers known to exist (so removing a last entry keeps its directory).
+    markers: Mutex<HashSet<String>>,
 }
 
 impl<S: ObjectStore> Fs<S> {
@@ -190,6 +212,11 @@ impl<S: ObjectStore> Fs<S> {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            writes: Mutex::new(HashMap::new()),
+            open_counts: Mutex::new(HashMap::new()),
+            unlinked: Mutex::new(HashMap::new()),
+            hidden: Mutex::new(HashSet::new()),
+            markers: Mutex::new(HashSet::new()),
             cfg,
         }
     }
@@ -265,9 +292,10 @@ impl<S: ObjectStore> Fs<S> {
         let now = Instant::now();
         {
             let inodes = self.inodes.lock();
-            if let Some(node) = inodes.by_path(path).and_then(|i| inodes.get(i)) {
-                if node.valid_until > now {
-                    return Some(Ok(node.found.clone()));
+            if let Some(ino) = inodes.by_path(path) {
+                let node = inodes.get(ino).expect("by_path and nodes agree");
+                if node.valid_until > now || self.writes.lock().contains_key(&ino) {
+                    return Some(Ok(self.overlay(ino, node.found.clone())));
                 }
             }
         }
@@ -293,10 +321,13 @@ impl<S: ObjectStore> Fs<S> {
         }
         let file_key = self.keys.file(path)?;
         let dir_key = self.keys.dir(path);
-        let (head, list) = tokio::join!(
+        let (mut head, list) = tokio::join!(
             self.store.head(&file_key),
             self.store.list(&dir_key, true, None, Some(1)),
         );
+        if self.hidden.lock().contains(&file_key) {
+            head = Err(StoreError::NotFound);
+        }
         let list = list?;
         let first_key = list
             .objects
@@ -366,7 +397,7 @@ impl<S: ObjectStore> Fs<S> {
             .inodes
             .lock()
             .upsert(&path, found.clone(), self.fresh_until(), true);
-        Ok(self.attr_of(ino, &found))
+        Ok(self.attr_of(ino, &self.overlay(ino, found)))
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -377,8 +408,11 @@ impl<S: ObjectStore> Fs<S> {
         let path = {
             let inodes = self.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            if ino == ROOT || node.valid_until > Instant::now() {
-                return Ok(self.attr_of(ino, &node.found));
+            if ino == ROOT
+                || node.valid_until > Instant::now()
+                || self.writes.lock().contains_key(&ino)
+            {
+                return Ok(self.attr_of(ino, &self.overlay(ino, node.found.clone())));
             }
             node.path.clone()
         };
@@ -432,6 +466,10 @@ impl<S: ObjectStore> Fs<S> {
                 break;
             }
         }
+        {
+            let hidden = self.hidden.lock();
+            files.retain(|(_, _, key)| !hidden.contains(key));
+        }
         files.retain(|(name, _, key)| {
             let clash = dirs.contains_key(name);
             if clash {
@@ -448,6 +486,20 @@ impl<S: ObjectStore> Fs<S> {
         let mut listing: Listing = dirs;
         for (name, f, _) in files {
             listing.insert(name, f);
+        }
+        // Files created or being written here that the bucket does not show yet.
+        let pending: Vec<u64> = self.writes.lock().keys().copied().collect();
+        {
+            let inodes = self.inodes.lock();
+            for ino in pending {
+                let Some(node) = inodes.get(ino) else {
+                    continue;
+                };
+                let (parent, name) = node.path.rsplit_once('/').unwrap_or(("", &node.path));
+                if parent == path && !self.unlinked.lock().contains_key(&ino) {
+                    listing.insert(name.to_string(), self.overlay(ino, node.found.clone()));
+                }
+            }
         }
         let listing = Arc::new(listing);
         self.listings
@@ -601,14 +653,9 @@ impl<S: ObjectStore> Fs<S> {
         self.dirs.lock().remove(&fh);
     }
 
-    pub async fn open(&self, ino: u64, write: bool) -> Result<Opened, FsError> {
-        if write {
-            return Err(if self.cfg.read_only {
-                FsError::ReadOnly
-            } else {
-                FsError::NotPermitted
-            });
-        }
+    /// Opens a file. Writing (or `O_TRUNC`) stages the file's content; reading revalidates the
+    /// object (close-to-open) unless the inode has pending writes, which reads then see.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<Opened, FsError> {
         let (path, found, fresh) = {
             let inodes = self.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
@@ -618,9 +665,21 @@ impl<S: ObjectStore> Fs<S> {
                 node.valid_until > Instant::now() && !node.found.etag.is_empty(),
             )
         };
-        match found.kind {
-            Kind::Dir => return Err(FsError::IsDir),
-            Kind::Symlink | Kind::File => {}
+        if found.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        if write || truncate {
+            if self.cfg.read_only {
+                return Err(FsError::ReadOnly);
+            }
+            let state = self.write_state(ino, &path, truncate).await?;
+            if truncate {
+                state.truncate(0).await?;
+            }
+            return Ok(self.new_handle(ino, FileHandle::Write(ino), false));
+        }
+        if self.writes.lock().contains_key(&ino) {
+            return Ok(self.new_handle(ino, FileHandle::Write(ino), false));
         }
         let key = self.keys.file(&path)?;
         // Close-to-open: a fresh listing or HEAD entry is trusted, anything older is revalidated.
@@ -655,11 +714,14 @@ impl<S: ObjectStore> Fs<S> {
             &found.etag,
             found.size,
         );
+        Ok(self.new_handle(ino, FileHandle::Read(prefetcher), keep_cache))
+    }
+
+    fn new_handle(&self, ino: u64, h: FileHandle<S>, keep_cache: bool) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .insert(fh, Arc::new(FileHandle { prefetcher }));
-        Ok(Opened { fh, keep_cache })
+        self.files.lock().insert(fh, Arc::new(h));
+        *self.open_counts.lock().entry(ino).or_default() += 1;
+        Opened { fh, keep_cache }
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
@@ -669,11 +731,25 @@ impl<S: ObjectStore> Fs<S> {
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle)?;
-        handle.prefetcher.read(offset, size).await
+        match &*handle {
+            FileHandle::Read(p) => p.read(offset, size).await,
+            FileHandle::Write(ino) => {
+                let state = self.writes.lock().get(ino).cloned();
+                match state {
+                    Some(state) => state.read(offset, size).await,
+                    None => Err(FsError::BadHandle),
+                }
+            }
+        }
     }
 
-    pub fn release(&self, fh: u64) {
-        self.files.lock().remove(&fh);
+    /// Pending size and mtime of an inode being written, over what the bucket said.
+    fn overlay(&self, ino: u64, mut found: Found) -> Found {
+        if let Some((size, mtime)) = self.writes.lock().get(&ino).and_then(|s| s.hint()) {
+            found.size = size;
+            found.meta.mtime = Some(mtime);
+        }
+        found
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Bytes, FsError> {
@@ -691,15 +767,6 @@ impl<S: ObjectStore> Fs<S> {
             .get_range(&key, 0..found.size.max(1), None)
             .await?;
         Ok(collect(body).await?)
-    }
-
-    /// Refusal for every operation that would change the bucket, until writes are supported.
-    pub fn refuse_write(&self) -> FsError {
-        if self.cfg.read_only {
-            FsError::ReadOnly
-        } else {
-            FsError::NotPermitted
-        }
     }
 }
 
@@ -883,18 +950,33 @@ mod tests {
             },
         );
         let a = fs.lookup(ROOT, "f").await.unwrap();
-        let o = fs.open(a.ino, false).await.unwrap();
+        let o = fs.open(a.ino, false, false).await.unwrap();
         assert!(!o.keep_cache);
         assert_eq!(&fs.read(o.fh, 6, 100).await.unwrap()[..], b"world");
-        fs.release(o.fh);
-        assert!(fs.open(a.ino, false).await.unwrap().keep_cache);
+        fs.release(a.ino, o.fh).await.unwrap();
+        assert!(fs.open(a.ino, false, false).await.unwrap().keep_cache);
         store.insert("f", b"changed".to_vec(), &[]);
-        let o = fs.open(a.ino, false).await.unwrap();
+        let o = fs.open(a.ino, false, false).await.unwrap();
         assert!(!o.keep_cache, "a new ETag drops the page cache");
         assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"changed");
+    }
+
+    #[tokio::test]
+    async fn read_only_refuses_writes() {
+        let store = Arc::new(MemoryStore::new());
+        store.insert("f", b"x".to_vec(), &[]);
+        let fs = Fs::new(
+            store,
+            FsConfig {
+                read_only: true,
+                ..FsConfig::default()
+            },
+        );
+        let a = fs.lookup(ROOT, "f").await.unwrap();
         assert!(matches!(
-            fs.open(a.ino, true).await,
-            Err(FsError::NotPermitted)
+            fs.open(a.ino, true, false).await,
+            Err(FsError::ReadOnly)
         ));
+        assert!(matches!(fs.unlink(ROOT, "f").await, Err(FsError::ReadOnly)));
     }
 }

@@ -57,6 +57,9 @@ pub struct WriteState<S> {
     store: Arc<S>,
     inner: Mutex<Inner>,
     max_inflight: usize,
+    /// Size and mtime, readable without waiting for a write or commit in progress; `None` until
+    /// the content or metadata changed (until then the object's own attributes hold).
+    hint: parking_lot::Mutex<Option<(u64, SystemTime)>>,
 }
 
 fn io(e: std::io::Error) -> FsError {
@@ -93,7 +96,17 @@ impl<S: ObjectStore> WriteState<S> {
                 no_stream: false,
             }),
             max_inflight: max_inflight.max(1),
+            hint: parking_lot::Mutex::new(changed.then(|| (size, SystemTime::now()))),
         })
+    }
+
+    /// The pending size and mtime, without waiting; `None` while nothing changed.
+    pub fn hint(&self) -> Option<(u64, SystemTime)> {
+        *self.hint.lock()
+    }
+
+    fn set_hint(&self, g: &Inner) {
+        *self.hint.lock() = Some((g.size, g.mtime));
     }
 
     pub async fn size(&self) -> u64 {
@@ -123,6 +136,7 @@ impl<S: ObjectStore> WriteState<S> {
         let Inner { meta, mtime, .. } = &mut *g;
         f(meta, mtime);
         g.changed = true;
+        self.set_hint(&g);
     }
 
     pub async fn meta(&self) -> PutOptions {
@@ -137,6 +151,7 @@ impl<S: ObjectStore> WriteState<S> {
         g.size = g.size.max(end);
         g.changed = true;
         g.mtime = SystemTime::now();
+        self.set_hint(&g);
         if g.stream.as_ref().is_some_and(|s| offset < s.sent_until) {
             // Rewriting bytes already sent: the whole content is planned again at commit.
             abort_stream(&*self.store, &mut g).await;
@@ -239,6 +254,7 @@ impl<S: ObjectStore> WriteState<S> {
         g.size = len;
         g.changed = true;
         g.mtime = SystemTime::now();
+        self.set_hint(&g);
         Ok(())
     }
 
@@ -285,6 +301,16 @@ impl<S: ObjectStore> WriteState<S> {
         // The bytes are in the bucket now; free the local copy.
         g.file.set_len(0).map_err(io)?;
         Ok(())
+    }
+
+    /// After the committed object was copied to `key` (a rename): further commits go there.
+    pub async fn rebase(&self, key: &str, etag: &str) {
+        let mut g = self.inner.lock().await;
+        g.key = key.to_string();
+        if let Some(b) = g.base.as_mut() {
+            b.key = key.to_string();
+            b.etag = etag.to_string();
+        }
     }
 
     /// The ETag of the committed object, once there is one.

@@ -1,0 +1,1167 @@
+//! Everything that changes the bucket: creating and writing files, truncation, metadata
+//! (chmod/chown/utimes/xattrs), unlink, mkdir/rmdir, symlinks and rename. Layout per DESIGN.md,
+//! compatible with s3fs: metadata headers, `dir/` markers, symlink objects, xattr JSON.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::meta::{Kind, MetaAttrs};
+use super::{FileHandle, Found, Fs, Opened, names, xattr};
+use crate::error::FsError;
+use crate::store::{ObjectStore, PutOptions, StoreError};
+use crate::upload::plan::{self, MAX_PART};
+use crate::upload::{Base, WriteState};
+
+const DIR_CONTENT_TYPE: &str = "application/x-directory";
+/// Objects copied or deleted at once by a directory rename.
+const RENAME_CONCURRENCY: usize = 16;
+
+/// Who asks: new files and directories belong to them.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a setattr changes besides the size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl MetaChange {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.uid.is_none() && self.gid.is_none() && self.mtime.is_none()
+    }
+
+    /// Writes the change into s3fs-style headers of an object of `kind`.
+    fn apply(&self, meta: &mut HashMap<String, String>, kind: Kind) {
+        if let Some(mode) = self.mode {
+            meta.insert(
+                "mode".into(),
+                (type_bits(kind) | (mode & 0o7777)).to_string(),
+            );
+        }
+        if let Some(uid) = self.uid {
+            meta.insert("uid".into(), uid.to_string());
+        }
+        if let Some(gid) = self.gid {
+            meta.insert("gid".into(), gid.to_string());
+        }
+        if let Some(t) = self.mtime {
+            meta.insert("mtime".into(), fmt_time(t));
+        }
+    }
+
+    fn apply_attrs(&self, m: &mut MetaAttrs) {
+        if let Some(mode) = self.mode {
+            m.perm = Some((mode & 0o7777) as u16);
+        }
+        if let Some(uid) = self.uid {
+            m.uid = Some(uid);
+        }
+        if let Some(gid) = self.gid {
+            m.gid = Some(gid);
+        }
+        if let Some(t) = self.mtime {
+            m.mtime = Some(t);
+        }
+    }
+}
+
+fn type_bits(kind: Kind) -> u32 {
+    match kind {
+        Kind::File => libc::S_IFREG,
+        Kind::Dir => libc::S_IFDIR,
+        Kind::Symlink => libc::S_IFLNK,
+    }
+}
+
+/// `sec` or `sec.nnnnnnnnn`, as s3fs and rclone read and write it.
+pub fn fmt_time(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            format!("-{}", d.as_secs())
+        }
+    }
+}
+
+impl<S: ObjectStore> Fs<S> {
+    fn check_writable(&self) -> Result<(), FsError> {
+        if self.cfg.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn new_meta(&self, kind: Kind, perm: u32, caller: Caller, now: SystemTime) -> PutOptions {
+        let mut m = HashMap::new();
+        MetaChange {
+            mode: Some(perm),
+            uid: Some(caller.uid),
+            gid: Some(caller.gid),
+            mtime: Some(now),
+        }
+        .apply(&mut m, kind);
+        PutOptions {
+            content_type: (kind == Kind::Dir).then(|| DIR_CONTENT_TYPE.to_string()),
+            user_meta: m,
+        }
+    }
+
+    fn new_found(
+        &self,
+        kind: Kind,
+        perm: u32,
+        caller: Caller,
+        now: SystemTime,
+        etag: String,
+        size: u64,
+    ) -> Found {
+        Found {
+            kind,
+            size,
+            etag,
+            last_modified: now,
+            meta: MetaAttrs {
+                perm: Some((perm & 0o7777) as u16),
+                uid: Some(caller.uid),
+                gid: Some(caller.gid),
+                mtime: Some(now),
+                symlink: kind == Kind::Symlink,
+            },
+            has_meta: true,
+        }
+    }
+
+    fn invalidate_listing(&self, dir_path: &str) {
+        self.listings.lock().remove(dir_path);
+    }
+
+    fn parent_of(path: &str) -> &str {
+        path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+    }
+
+    /// What `parent/name` is, from the caches or the bucket.
+    async fn find(&self, parent_path: &str, name: &str, path: &str) -> Result<Found, FsError> {
+        match self.cached(parent_path, name, path) {
+            Some(r) => r,
+            None => self.resolve(path).await,
+        }
+    }
+
+    /// Fails with EEXIST when `parent/name` exists.
+    async fn must_not_exist(
+        &self,
+        parent_path: &str,
+        name: &str,
+        path: &str,
+    ) -> Result<(), FsError> {
+        match self.find(parent_path, name, path).await {
+            Ok(_) => Err(FsError::Exists),
+            Err(FsError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks a new entry's name and returns (parent path, path, key).
+    fn new_entry(&self, parent: u64, name: &str) -> Result<(String, String, String), FsError> {
+        self.check_writable()?;
+        names::check_name(name).map_err(|e| match e {
+            FsError::NotFound => FsError::Invalid,
+            e => e,
+        })?;
+        let parent_path = self.dir_path(parent)?;
+        let path = names::join(&parent_path, name);
+        let key = self.keys.file(&path)?;
+        Ok((parent_path, path, key))
+    }
+
+    fn record_new(&self, parent_path: &str, path: &str, found: Found) -> u64 {
+        let ino = self
+            .inodes
+            .lock()
+            .upsert(path, found, self.fresh_until(), true);
+        self.negative.lock().pop(path);
+        self.invalidate_listing(parent_path);
+        ino
+    }
+
+    /// The pending state of an inode opened for writing, made on first use.
+    pub(super) async fn write_state(
+        &self,
+        ino: u64,
+        path: &str,
+        truncate: bool,
+    ) -> Result<Arc<WriteState<S>>, FsError> {
+        if let Some(s) = self.writes.lock().get(&ino) {
+            return Ok(s.clone());
+        }
+        let key = self.keys.file(path)?;
+        let (base, meta) = match self.store.head(&key).await {
+            Ok(obj) => (
+                Some(Base {
+                    key: key.clone(),
+                    etag: obj.etag.clone(),
+                    size: obj.size,
+                }),
+                PutOptions {
+                    content_type: obj.content_type.clone(),
+                    user_meta: obj.user_meta.clone().unwrap_or_default(),
+                },
+            ),
+            Err(StoreError::NotFound) if truncate => (None, PutOptions::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let base = if truncate { None } else { base };
+        let state = Arc::new(WriteState::new(
+            self.store.clone(),
+            &self.cfg.tmp_dir,
+            &key,
+            base,
+            meta,
+            truncate,
+            self.cfg.max_inflight_parts,
+        )?);
+        Ok(self.writes.lock().entry(ino).or_insert(state).clone())
+    }
+
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+        caller: Caller,
+    ) -> Result<(super::Attr, Opened), FsError> {
+        let (parent_path, path, key) = self.new_entry(parent, name)?;
+        if exclusive {
+            self.must_not_exist(&parent_path, name, &path).await?;
+        }
+        let perm = mode & 0o7777 & !umask;
+        let now = SystemTime::now();
+        let state = Arc::new(WriteState::new(
+            self.store.clone(),
+            &self.cfg.tmp_dir,
+            &key,
+            None,
+            self.new_meta(Kind::File, perm, caller, now),
+            true,
+            self.cfg.max_inflight_parts,
+        )?);
+        let found = self.new_found(Kind::File, perm, caller, now, String::new(), 0);
+        let ino = self.record_new(&parent_path, &path, found.clone());
+        if let Some(old) = self.writes.lock().insert(ino, state) {
+            tokio::spawn(async move { old.abandon().await });
+        }
+        let opened = self.new_handle(ino, FileHandle::Write(ino), false);
+        Ok((self.attr_of(ino, &found), opened))
+    }
+
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<super::Attr, FsError> {
+        let (parent_path, path, key) = self.new_entry(parent, name)?;
+        let ftype = mode & libc::S_IFMT;
+        if ftype != 0 && ftype != libc::S_IFREG {
+            // FIFOs, sockets and devices cannot be objects.
+            return Err(FsError::NotPermitted);
+        }
+        self.must_not_exist(&parent_path, name, &path).await?;
+        let perm = mode & 0o7777 & !umask;
+        let now = SystemTime::now();
+        let etag = self
+            .store
+            .put(
+                &key,
+                Bytes::new(),
+                self.new_meta(Kind::File, perm, caller, now),
+            )
+            .await?;
+        let found = self.new_found(Kind::File, perm, caller, now, etag, 0);
+        let ino = self.record_new(&parent_path, &path, found.clone());
+        Ok(self.attr_of(ino, &found))
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let handle = self
+            .files
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let FileHandle::Write(ino) = &*handle else {
+            return Err(FsError::BadHandle);
+        };
+        let state = self
+            .writes
+            .lock()
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        state.write(offset, data).await
+    }
+
+    /// flush (every close) and fsync: what was written is in the bucket when this returns Ok.
+    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self.files.lock().get(&fh).cloned();
+        match handle.as_deref() {
+            Some(FileHandle::Write(ino)) => self.commit_ino(*ino).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn commit_ino(&self, ino: u64) -> Result<(), FsError> {
+        let Some(state) = self.writes.lock().get(&ino).cloned() else {
+            return Ok(());
+        };
+        if !state.is_changed().await {
+            return Ok(());
+        }
+        state.commit().await?;
+        let base = state.base().await;
+        let (size, mtime) = state.hint().unwrap_or((0, SystemTime::now()));
+        let mut inodes = self.inodes.lock();
+        if let Some(node) = inodes.get_mut(ino) {
+            if let Some(b) = base {
+                node.found.etag = b.etag;
+            }
+            node.found.size = size;
+            node.found.last_modified = mtime;
+            node.found.meta.mtime = Some(mtime);
+            node.valid_until = Instant::now() + self.cfg.metadata_ttl;
+            let parent = Self::parent_of(&node.path).to_string();
+            drop(inodes);
+            self.invalidate_listing(&parent);
+        }
+        Ok(())
+    }
+
+    /// The last close of an inode commits what is left, forgets its pending state, and deletes
+    /// the object if it was unlinked while open.
+    pub async fn release(&self, ino: u64, fh: u64) -> Result<(), FsError> {
+        self.files.lock().remove(&fh);
+        let last = {
+            let mut counts = self.open_counts.lock();
+            let n = counts.entry(ino).or_insert(1);
+            *n = n.saturating_sub(1);
+            let last = *n == 0;
+            if last {
+                counts.remove(&ino);
+            }
+            last
+        };
+        if !last {
+            return Ok(());
+        }
+        let result = self.commit_ino(ino).await;
+        if let Some(state) = self.writes.lock().remove(&ino) {
+            if result.is_err() {
+                tokio::spawn(async move { state.abandon().await });
+            }
+        }
+        let unlinked = self.unlinked.lock().remove(&ino);
+        if let Some(key) = unlinked {
+            let r = self.store.delete(&key).await;
+            self.hidden.lock().remove(&key);
+            r?;
+        }
+        result
+    }
+
+    /// Makes sure the directory at `dir_path` outlives its last entry: writes its marker when it
+    /// has none (DESIGN.md), before an entry is removed.
+    async fn keep_dir(&self, dir_path: &str) -> Result<(), FsError> {
+        if dir_path.is_empty() {
+            return Ok(());
+        }
+        let marker = self.keys.dir(dir_path);
+        if self.markers.lock().contains(&marker) {
+            return Ok(());
+        }
+        match self.store.head(&marker).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                let mut m = HashMap::new();
+                MetaChange {
+                    mode: Some(self.cfg.dir_mode as u32),
+                    uid: Some(self.cfg.uid),
+                    gid: Some(self.cfg.gid),
+                    mtime: Some(SystemTime::now()),
+                }
+                .apply(&mut m, Kind::Dir);
+                let opts = PutOptions {
+                    content_type: Some(DIR_CONTENT_TYPE.into()),
+                    user_meta: m,
+                };
+                self.store.put(&marker, Bytes::new(), opts).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.markers.lock().insert(marker);
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        names::check_name(name)?;
+        let parent_path = self.dir_path(parent)?;
+        let path = names::join(&parent_path, name);
+        let found = self.find(&parent_path, name, &path).await?;
+        if found.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let key = self.keys.file(&path)?;
+        self.keep_dir(&parent_path).await?;
+        let ino = self.inodes.lock().by_path(&path);
+        let open = ino.is_some_and(|i| self.open_counts.lock().contains_key(&i));
+        if let Some(state) = ino.and_then(|i| self.writes.lock().remove(&i)) {
+            state.abandon().await;
+        }
+        match (open, ino) {
+            // Reads through open handles go on until the last close.
+            (true, Some(i)) => {
+                self.hidden.lock().insert(key.clone());
+                self.unlinked.lock().insert(i, key);
+            }
+            _ => match self.store.delete(&key).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        self.inodes.lock().detach(&path);
+        self.negative.lock().put(path, self.fresh_until());
+        self.invalidate_listing(&parent_path);
+        Ok(())
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<super::Attr, FsError> {
+        let (parent_path, path, _) = self.new_entry(parent, name)?;
+        self.must_not_exist(&parent_path, name, &path).await?;
+        let perm = mode & 0o7777 & !umask;
+        let now = SystemTime::now();
+        let marker = self.keys.dir(&path);
+        let etag = self
+            .store
+            .put(
+                &marker,
+                Bytes::new(),
+                self.new_meta(Kind::Dir, perm, caller, now),
+            )
+            .await?;
+        self.markers.lock().insert(marker);
+        let found = self.new_found(Kind::Dir, perm, caller, now, etag, 0);
+        let ino = self.record_new(&parent_path, &path, found.clone());
+        self.listings
+            .lock()
+            .insert(path, (self.fresh_until(), Arc::new(BTreeMap::new())));
+        Ok(self.attr_of(ino, &found))
+    }
+
+    /// Whether anything but the directory's own marker lives under it (in the bucket, or
+    /// pending here).
+    async fn dir_has_entries(&self, path: &str) -> Result<bool, FsError> {
+        let prefix = self.keys.dir(path);
+        let page = self.store.list(&prefix, false, None, Some(2)).await?;
+        let hidden = self.hidden.lock().clone();
+        if page
+            .objects
+            .iter()
+            .any(|o| o.key != prefix && !hidden.contains(&o.key))
+        {
+            return Ok(true);
+        }
+        let inner = format!("{path}/");
+        let inodes = self.inodes.lock();
+        let pending = self.writes.lock().keys().copied().collect::<Vec<_>>();
+        Ok(pending
+            .iter()
+            .filter_map(|i| inodes.get(*i))
+            .any(|n| n.path.starts_with(&inner)))
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        names::check_name(name)?;
+        let parent_path = self.dir_path(parent)?;
+        let path = names::join(&parent_path, name);
+        let found = self.find(&parent_path, name, &path).await?;
+        if found.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if self.dir_has_entries(&path).await? {
+            return Err(FsError::NotEmpty);
+        }
+        self.keep_dir(&parent_path).await?;
+        let marker = self.keys.dir(&path);
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.markers.lock().remove(&marker);
+        self.inodes.lock().detach(&path);
+        self.negative.lock().put(path.clone(), self.fresh_until());
+        self.invalidate_listing(&parent_path);
+        self.invalidate_listing(&path);
+        Ok(())
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<super::Attr, FsError> {
+        let (parent_path, path, key) = self.new_entry(parent, name)?;
+        self.must_not_exist(&parent_path, name, &path).await?;
+        let now = SystemTime::now();
+        let etag = self
+            .store
+            .put(
+                &key,
+                Bytes::copy_from_slice(target),
+                self.new_meta(Kind::Symlink, 0o777, caller, now),
+            )
+            .await?;
+        let found = self.new_found(Kind::Symlink, 0o777, caller, now, etag, target.len() as u64);
+        let ino = self.record_new(&parent_path, &path, found.clone());
+        Ok(self.attr_of(ino, &found))
+    }
+
+    /// The key holding an entry's metadata: the object, or a directory's marker (`None` for the
+    /// mount's root, which has nowhere to keep it).
+    fn meta_key(&self, path: &str, kind: Kind) -> Result<Option<String>, FsError> {
+        match kind {
+            Kind::Dir if path.is_empty() => Ok(None),
+            Kind::Dir => Ok(Some(self.keys.dir(path))),
+            _ => self.keys.file(path).map(Some),
+        }
+    }
+
+    /// Rewrites an object's metadata in place (CopyObject with REPLACE), keeping every other
+    /// header; a directory without a marker gets one.
+    async fn rewrite_meta(
+        &self,
+        path: &str,
+        kind: Kind,
+        change: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Result<(), FsError> {
+        let Some(key) = self.meta_key(path, kind)? else {
+            return Ok(());
+        };
+        match self.store.head(&key).await {
+            Ok(obj) => {
+                let mut opts = PutOptions {
+                    content_type: obj.content_type.clone(),
+                    user_meta: obj.user_meta.clone().unwrap_or_default(),
+                };
+                change(&mut opts.user_meta);
+                self.copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
+                    .await?;
+            }
+            Err(StoreError::NotFound) if kind == Kind::Dir => {
+                let mut m = HashMap::new();
+                change(&mut m);
+                let opts = PutOptions {
+                    content_type: Some(DIR_CONTENT_TYPE.into()),
+                    user_meta: m,
+                };
+                self.store.put(&key, Bytes::new(), opts).await?;
+                self.markers.lock().insert(key);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// CopyObject, or a multipart copy for objects over 5 GiB.
+    async fn copy_any(
+        &self,
+        src: &str,
+        dst: &str,
+        size: u64,
+        etag: &str,
+        meta: Option<PutOptions>,
+    ) -> Result<String, FsError> {
+        if size <= MAX_PART {
+            return Ok(self.store.copy(src, dst, meta).await?);
+        }
+        let opts = match meta {
+            Some(m) => m,
+            None => {
+                let obj = self.store.head(src).await?;
+                PutOptions {
+                    content_type: obj.content_type,
+                    user_meta: obj.user_meta.unwrap_or_default(),
+                }
+            }
+        };
+        let part = plan::part_size(size).max(1 << 30);
+        let id = self.store.create_multipart(dst, opts).await?;
+        let ranges: Vec<_> = (0..size)
+            .step_by(part as usize)
+            .map(|s| s..(s + part).min(size))
+            .collect();
+        let results: Vec<Result<(i32, String), StoreError>> =
+            futures::stream::iter(ranges.into_iter().enumerate())
+                .map(|(i, r)| {
+                    let id = id.clone();
+                    async move {
+                        let n = i as i32 + 1;
+                        Ok((
+                            n,
+                            self.store
+                                .upload_part_copy(dst, &id, n, src, etag, r)
+                                .await?,
+                        ))
+                    }
+                })
+                .buffered(4)
+                .collect()
+                .await;
+        let parts: Result<Vec<_>, _> = results.into_iter().collect();
+        let done = match parts {
+            Ok(parts) => self.store.complete_multipart(dst, &id, parts).await,
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            let _ = self.store.abort_multipart(dst, &id).await;
+        }
+        Ok(done?)
+    }
+
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        change: MetaChange,
+    ) -> Result<super::Attr, FsError> {
+        self.check_writable()?;
+        let (path, kind) = self.node_path(ino)?;
+        if let Some(size) = size {
+            if kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let state = self.write_state(ino, &path, false).await?;
+            state.truncate(size).await?;
+            if !self.open_counts.lock().contains_key(&ino) {
+                // truncate(2) on a path: commit now, there is no close to wait for.
+                let r = self.commit_ino(ino).await;
+                self.writes.lock().remove(&ino);
+                r?;
+            }
+        }
+        if !change.is_empty() {
+            let pending = self.writes.lock().get(&ino).cloned();
+            match pending {
+                Some(state) if state.is_changed().await => {
+                    state
+                        .update_meta(|m, mtime| {
+                            change.apply(&mut m.user_meta, kind);
+                            if let Some(t) = change.mtime {
+                                *mtime = t;
+                            }
+                        })
+                        .await
+                }
+                _ => {
+                    self.rewrite_meta(&path, kind, |m| change.apply(m, kind))
+                        .await?
+                }
+            }
+        }
+        let mut inodes = self.inodes.lock();
+        let node = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
+        change.apply_attrs(&mut node.found.meta);
+        node.found.has_meta = true;
+        if let Some(s) = size {
+            node.found.size = s;
+        }
+        let found = node.found.clone();
+        drop(inodes);
+        if let Some(parent) = self
+            .inodes
+            .lock()
+            .get(ino)
+            .map(|n| Self::parent_of(&n.path).to_string())
+        {
+            self.invalidate_listing(&parent);
+        }
+        Ok(self.attr_of(ino, &self.overlay(ino, found)))
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        flags: u32,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            // RENAME_EXCHANGE (and whiteouts) cannot be done on S3.
+            return Err(FsError::Invalid);
+        }
+        names::check_name(name)?;
+        names::check_name(new_name).map_err(|e| match e {
+            FsError::NotFound => FsError::Invalid,
+            e => e,
+        })?;
+        let src_parent = self.dir_path(parent)?;
+        let dst_parent = self.dir_path(new_parent)?;
+        let src_path = names::join(&src_parent, name);
+        let dst_path = names::join(&dst_parent, new_name);
+        self.keys.file(&dst_path)?;
+        let src = self.find(&src_parent, name, &src_path).await?;
+        if src_path == dst_path {
+            return Ok(());
+        }
+        if src.kind == Kind::Dir && dst_path.starts_with(&format!("{src_path}/")) {
+            return Err(FsError::Invalid);
+        }
+        let dst = match self.find(&dst_parent, new_name, &dst_path).await {
+            Ok(f) => Some(f),
+            Err(FsError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            match (src.kind, d.kind) {
+                (Kind::Dir, Kind::Dir) => {
+                    if self.dir_has_entries(&dst_path).await? {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+                (Kind::Dir, _) => return Err(FsError::NotDir),
+                (_, Kind::Dir) => return Err(FsError::IsDir),
+                _ => {}
+            }
+        }
+        self.keep_dir(&src_parent).await?;
+        match src.kind {
+            Kind::Dir => self.rename_dir(&src_path, &dst_path).await?,
+            _ => self.rename_file(&src_path, &dst_path).await?,
+        }
+        self.inodes.lock().rename(&src_path, &dst_path);
+        self.negative.lock().put(src_path, self.fresh_until());
+        self.negative.lock().pop(&dst_path);
+        // A directory rename touches listings all over; start afresh.
+        self.listings.lock().clear();
+        Ok(())
+    }
+
+    async fn rename_file(&self, src_path: &str, dst_path: &str) -> Result<(), FsError> {
+        let (src_key, dst_key) = (self.keys.file(src_path)?, self.keys.file(dst_path)?);
+        let ino = self.inodes.lock().by_path(src_path);
+        let state = ino.and_then(|i| self.writes.lock().get(&i).cloned());
+        if let (Some(_), Some(i)) = (&state, ino) {
+            // The source object must hold what was written before it is copied.
+            self.commit_ino(i).await?;
+        }
+        let obj = self.store.head(&src_key).await?;
+        // Never delete the source before its copy succeeded.
+        let etag = self
+            .copy_any(&src_key, &dst_key, obj.size, &obj.etag, None)
+            .await?;
+        self.store.delete(&src_key).await?;
+        if let Some(state) = state {
+            state.rebase(&dst_key, &etag).await;
+        }
+        Ok(())
+    }
+
+    async fn rename_dir(&self, src_path: &str, dst_path: &str) -> Result<(), FsError> {
+        // Pending files under the directory go to the bucket first, then everything moves.
+        let inner = format!("{src_path}/");
+        let pending: Vec<u64> = {
+            let inodes = self.inodes.lock();
+            self.writes
+                .lock()
+                .keys()
+                .copied()
+                .filter(|i| inodes.get(*i).is_some_and(|n| n.path.starts_with(&inner)))
+                .collect()
+        };
+        for i in pending {
+            self.commit_ino(i).await?;
+        }
+        let (src_prefix, dst_prefix) = (self.keys.dir(src_path), self.keys.dir(dst_path));
+        let mut objects = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.store.list(&src_prefix, false, token, None).await?;
+            objects.extend(page.objects);
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        let copies: Vec<Result<String, FsError>> = futures::stream::iter(objects.clone())
+            .map(|o| {
+                let dst = format!("{dst_prefix}{}", &o.key[src_prefix.len()..]);
+                async move { self.copy_any(&o.key, &dst, o.size, &o.etag, None).await }
+            })
+            .buffer_unordered(RENAME_CONCURRENCY)
+            .collect()
+            .await;
+        for c in copies {
+            c?;
+        }
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let deletes: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
+            .map(|key| async move { self.store.delete(&key).await })
+            .buffer_unordered(RENAME_CONCURRENCY)
+            .collect()
+            .await;
+        for d in deletes {
+            d?;
+        }
+        self.markers.lock().retain(|m| !m.starts_with(&src_prefix));
+        if objects.iter().any(|o| o.key == src_prefix) {
+            self.markers.lock().insert(dst_prefix);
+        }
+        Ok(())
+    }
+
+    async fn xattrs(&self, ino: u64) -> Result<BTreeMap<String, Vec<u8>>, FsError> {
+        let (path, kind) = self.node_path(ino)?;
+        let pending = self.writes.lock().get(&ino).cloned();
+        if let Some(state) = pending {
+            return Ok(xattr::decode(
+                state.meta().await.user_meta.get(xattr::HEADER),
+            ));
+        }
+        let Some(key) = self.meta_key(&path, kind)? else {
+            return Ok(BTreeMap::new());
+        };
+        match self.store.head(&key).await {
+            Ok(obj) => Ok(xattr::decode(
+                obj.user_meta.as_ref().and_then(|m| m.get(xattr::HEADER)),
+            )),
+            Err(StoreError::NotFound) if kind == Kind::Dir => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn save_xattrs(&self, ino: u64, attrs: BTreeMap<String, Vec<u8>>) -> Result<(), FsError> {
+        let (path, kind) = self.node_path(ino)?;
+        let set = |m: &mut HashMap<String, String>| match xattr::encode(&attrs) {
+            Some(v) => {
+                m.insert(xattr::HEADER.into(), v);
+            }
+            None => {
+                m.remove(xattr::HEADER);
+            }
+        };
+        let pending = self.writes.lock().get(&ino).cloned();
+        match pending {
+            Some(state) if state.is_changed().await => {
+                state.update_meta(|m, _| set(&mut m.user_meta)).await;
+                Ok(())
+            }
+            _ => self.rewrite_meta(&path, kind, set).await,
+        }
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
+        if !name.starts_with("user.") {
+            return Err(FsError::NoAttr);
+        }
+        self.xattrs(ino).await?.remove(name).ok_or(FsError::NoAttr)
+    }
+
+    /// Names, each followed by a NUL, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let mut out = Vec::new();
+        for name in self.xattrs(ino).await?.keys() {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub async fn setxattr(
+        &self,
+        ino: u64,
+        name: &str,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        if !name.starts_with("user.") {
+            return Err(FsError::NotSupported);
+        }
+        let mut attrs = self.xattrs(ino).await?;
+        let exists = attrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoAttr);
+        }
+        attrs.insert(name.to_string(), value.to_vec());
+        self.save_xattrs(ino, attrs).await
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        let mut attrs = self.xattrs(ino).await?;
+        attrs.remove(name).ok_or(FsError::NoAttr)?;
+        self.save_xattrs(ino, attrs).await
+    }
+
+    /// Unmount: commits every file still pending (a close that raced the unmount).
+    pub async fn flush_all(&self) -> Vec<(String, FsError)> {
+        let pending: Vec<u64> = self.writes.lock().keys().copied().collect();
+        let mut failed = Vec::new();
+        for ino in pending {
+            if let Err(e) = self.commit_ino(ino).await {
+                let path = self
+                    .inodes
+                    .lock()
+                    .get(ino)
+                    .map(|n| n.path.clone())
+                    .unwrap_or_default();
+                let state = self.writes.lock().remove(&ino);
+                if let Some(s) = state {
+                    s.abandon().await;
+                }
+                failed.push((path, e));
+            }
+        }
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fs::FsConfig;
+    use crate::fs::inode::ROOT;
+    use crate::store::memory::MemoryStore;
+
+    const ME: Caller = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+
+    fn fs() -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        (store.clone(), Fs::new(store, FsConfig::default()))
+    }
+
+    async fn write_file(fs: &Fs<MemoryStore>, parent: u64, name: &str, data: &[u8]) -> u64 {
+        let (attr, o) = fs
+            .create(parent, name, 0o644, 0o022, false, ME)
+            .await
+            .unwrap();
+        fs.write(o.fh, 0, data).await.unwrap();
+        fs.flush(o.fh).await.unwrap();
+        fs.release(attr.ino, o.fh).await.unwrap();
+        attr.ino
+    }
+
+    #[test]
+    fn times_are_formatted_like_s3fs() {
+        assert_eq!(
+            fmt_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "1700000000"
+        );
+        assert_eq!(fmt_time(UNIX_EPOCH + Duration::new(5, 42)), "5.000000042");
+    }
+
+    #[tokio::test]
+    async fn created_file_is_in_the_bucket_at_close_with_s3fs_headers() {
+        let (store, fs) = fs();
+        write_file(&fs, ROOT, "a.txt", b"hello").await;
+        assert_eq!(&store.body("a.txt").unwrap()[..], b"hello");
+        let meta = store.head("a.txt").await.unwrap().user_meta.unwrap();
+        assert_eq!(meta["mode"], "33188");
+        assert_eq!(meta["uid"], "1000");
+        assert!(meta["mtime"].parse::<f64>().is_ok());
+    }
+
+    #[tokio::test]
+    async fn empty_create_still_makes_an_object() {
+        let (store, fs) = fs();
+        let (attr, o) = fs.create(ROOT, "empty", 0o600, 0, false, ME).await.unwrap();
+        fs.release(attr.ino, o.fh).await.unwrap();
+        assert_eq!(store.body("empty").unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn mkdir_rmdir_and_markers() {
+        let (store, fs) = fs();
+        let d = fs.mkdir(ROOT, "d", 0o755, 0o022, ME).await.unwrap();
+        let head = store.head("d/").await.unwrap();
+        assert_eq!(
+            head.content_type.as_deref(),
+            Some("application/x-directory")
+        );
+        assert_eq!(head.user_meta.unwrap()["mode"], "16877");
+        write_file(&fs, d.ino, "f", b"x").await;
+        assert!(matches!(fs.rmdir(ROOT, "d").await, Err(FsError::NotEmpty)));
+        fs.unlink(d.ino, "f").await.unwrap();
+        fs.rmdir(ROOT, "d").await.unwrap();
+        assert!(store.keys().is_empty(), "{:?}", store.keys());
+    }
+
+    #[tokio::test]
+    async fn removing_the_last_entry_keeps_an_implicit_directory() {
+        let (store, fs) = fs();
+        store.insert("imp/only", b"x".to_vec(), &[]);
+        let d = fs.lookup(ROOT, "imp").await.unwrap();
+        fs.unlink(d.ino, "only").await.unwrap();
+        assert_eq!(store.keys(), ["imp/"]);
+        assert_eq!(fs.lookup(ROOT, "imp").await.unwrap().kind, Kind::Dir);
+    }
+
+    #[tokio::test]
+    async fn rename_file_and_directory() {
+        let (store, fs) = fs();
+        let d = fs.mkdir(ROOT, "src", 0o755, 0, ME).await.unwrap();
+        write_file(&fs, d.ino, "a", b"A").await;
+        let sub = fs.mkdir(d.ino, "sub", 0o755, 0, ME).await.unwrap();
+        write_file(&fs, sub.ino, "b", b"B").await;
+        fs.rename(ROOT, "src", ROOT, "dst", 0).await.unwrap();
+        assert_eq!(store.keys(), ["dst/", "dst/a", "dst/sub/", "dst/sub/b"]);
+        let dst = fs.lookup(ROOT, "dst").await.unwrap();
+        assert_eq!(dst.ino, d.ino, "the kernel's inode follows the rename");
+        fs.rename(dst.ino, "a", ROOT, "moved", 0).await.unwrap();
+        assert_eq!(&store.body("moved").unwrap()[..], b"A");
+        assert!(store.body("dst/a").is_none());
+        write_file(&fs, ROOT, "other", b"O").await;
+        assert!(matches!(
+            fs.rename(ROOT, "moved", ROOT, "other", libc::RENAME_NOREPLACE)
+                .await,
+            Err(FsError::Exists)
+        ));
+        assert!(matches!(
+            fs.rename(ROOT, "moved", ROOT, "other", libc::RENAME_EXCHANGE)
+                .await,
+            Err(FsError::Invalid)
+        ));
+        fs.rename(ROOT, "moved", ROOT, "other", 0).await.unwrap();
+        assert_eq!(
+            &store.body("other").unwrap()[..],
+            b"A",
+            "rename replaces the target"
+        );
+    }
+
+    #[tokio::test]
+    async fn chmod_chown_utimes_rewrite_headers_and_keep_others() {
+        let (store, fs) = fs();
+        store.insert("f", b"data".to_vec(), &[("custom", "kept")]);
+        let a = fs.lookup(ROOT, "f").await.unwrap();
+        let t = UNIX_EPOCH + Duration::new(1_600_000_000, 5);
+        let got = fs
+            .setattr(
+                a.ino,
+                None,
+                MetaChange {
+                    mode: Some(0o600),
+                    uid: Some(7),
+                    gid: Some(8),
+                    mtime: Some(t),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((got.perm, got.uid, got.gid, got.mtime), (0o600, 7, 8, t));
+        let meta = store.head("f").await.unwrap().user_meta.unwrap();
+        assert_eq!(meta["mode"], "33152");
+        assert_eq!(meta["mtime"], "1600000000.000000005");
+        assert_eq!(meta["custom"], "kept");
+        assert_eq!(&store.body("f").unwrap()[..], b"data");
+    }
+
+    #[tokio::test]
+    async fn truncate_without_open_and_append() {
+        let (store, fs) = fs();
+        let ino = write_file(&fs, ROOT, "t", b"0123456789").await;
+        fs.setattr(ino, Some(4), MetaChange::default())
+            .await
+            .unwrap();
+        assert_eq!(&store.body("t").unwrap()[..], b"0123");
+        let o = fs.open(ino, true, false).await.unwrap();
+        fs.write(o.fh, 4, b"++").await.unwrap();
+        fs.flush(o.fh).await.unwrap();
+        fs.release(ino, o.fh).await.unwrap();
+        assert_eq!(&store.body("t").unwrap()[..], b"0123++");
+    }
+
+    #[tokio::test]
+    async fn unlinked_open_file_reads_until_close() {
+        let (store, fs) = fs();
+        store.insert("u", b"still here".to_vec(), &[]);
+        let a = fs.lookup(ROOT, "u").await.unwrap();
+        let o = fs.open(a.ino, false, false).await.unwrap();
+        fs.unlink(ROOT, "u").await.unwrap();
+        assert!(matches!(fs.lookup(ROOT, "u").await, Err(FsError::NotFound)));
+        assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"still here");
+        fs.release(a.ino, o.fh).await.unwrap();
+        assert!(store.body("u").is_none());
+    }
+
+    #[tokio::test]
+    async fn symlinks_and_xattrs() {
+        let (store, fs) = fs();
+        let l = fs.symlink(ROOT, "ln", b"target/file", ME).await.unwrap();
+        assert_eq!(l.kind, Kind::Symlink);
+        assert_eq!(&store.body("ln").unwrap()[..], b"target/file");
+        assert_eq!(
+            store.head("ln").await.unwrap().user_meta.unwrap()["mode"],
+            "41471"
+        );
+        let ino = write_file(&fs, ROOT, "x", b"1").await;
+        fs.setxattr(ino, "user.color", b"blue", 0).await.unwrap();
+        assert_eq!(fs.getxattr(ino, "user.color").await.unwrap(), b"blue");
+        assert_eq!(fs.listxattr(ino).await.unwrap(), b"user.color\0");
+        assert!(matches!(
+            fs.setxattr(ino, "user.color", b"x", libc::XATTR_CREATE)
+                .await,
+            Err(FsError::Exists)
+        ));
+        assert!(matches!(
+            fs.setxattr(ino, "trusted.x", b"x", 0).await,
+            Err(FsError::NotSupported)
+        ));
+        assert!(store.head("x").await.unwrap().user_meta.unwrap()["xattr"].contains("user.color"));
+        fs.removexattr(ino, "user.color").await.unwrap();
+        assert!(matches!(
+            fs.getxattr(ino, "user.color").await,
+            Err(FsError::NoAttr)
+        ));
+    }
+}
