@@ -372,10 +372,16 @@ impl<S: ObjectStore> Fs<S> {
             return Ok(());
         }
         let result = self.commit_ino(ino).await;
-        if let Some(state) = self.writes.lock().remove(&ino) {
-            if result.is_err() {
-                tokio::spawn(async move { state.abandon().await });
+        // An open that came in while committing shares the state: keep it then.
+        let state = {
+            let counts = self.open_counts.lock();
+            if counts.contains_key(&ino) {
+                return result;
             }
+            self.writes.lock().remove(&ino)
+        };
+        if let (Some(state), Err(_)) = (state, &result) {
+            tokio::spawn(async move { state.abandon().await });
         }
         let unlinked = self.unlinked.lock().remove(&ino);
         if let Some(key) = unlinked {
@@ -755,10 +761,8 @@ impl<S: ObjectStore> Fs<S> {
                 return Err(FsError::Exists);
             }
             match (src.kind, d.kind) {
-                (Kind::Dir, Kind::Dir) => {
-                    if self.dir_has_entries(&dst_path).await? {
-                        return Err(FsError::NotEmpty);
-                    }
+                (Kind::Dir, Kind::Dir) if self.dir_has_entries(&dst_path).await? => {
+                    return Err(FsError::NotEmpty);
                 }
                 (Kind::Dir, _) => return Err(FsError::NotDir),
                 (_, Kind::Dir) => return Err(FsError::IsDir),

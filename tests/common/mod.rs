@@ -173,6 +173,96 @@ impl Server {
         })
     }
 
+    pub fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.block_on(async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .ok()?;
+            Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+        })
+    }
+
+    /// (user metadata, content type) of an object.
+    pub fn head(&self, bucket: &str, key: &str) -> (HashMap<String, String>, Option<String>) {
+        self.block_on(async {
+            let out = self
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("head {key}: {e:?}"));
+            (
+                out.metadata().cloned().unwrap_or_default(),
+                out.content_type().map(str::to_string),
+            )
+        })
+    }
+
+    /// Every key in the bucket, sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.block_on(async {
+            let mut keys = Vec::new();
+            let mut token = None;
+            loop {
+                let out = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                keys.extend(
+                    out.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
+                token = out.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            keys.sort();
+            keys
+        })
+    }
+
+    /// Stops the server process (its data survives for s3s-fs, which keeps it on disk).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts an s3s-fs server again on the same port and data.
+    pub fn restart_s3s_fs(&mut self) {
+        let data = self
+            ._data
+            .as_ref()
+            .expect("s3s-fs keeps its data")
+            .path()
+            .to_path_buf();
+        let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let bin = std::env::var("S3S_FS_BIN")
+            .unwrap_or_else(|_| "/opt/s3s-fs-bigbuf/bin/s3s-fs".to_string());
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &self.key, "--secret-key", &self.secret])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart s3s-fs");
+        wait_for_port(port, &mut child, "s3s-fs");
+        self.child = child;
+    }
+
     /// Arguments that point the mount at this server.
     pub fn endpoint_args(&self) -> Vec<String> {
         vec!["--endpoint".into(), self.endpoint.clone()]
@@ -310,6 +400,20 @@ impl<'a> MountBuilder<'a> {
 }
 
 impl Mount {
+    /// The mount process (for /proc/PID/io and the like).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Bytes the mount process has written to sockets and files so far (/proc/PID/io wchar).
+    pub fn bytes_written(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("wchar: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("wchar in /proc/PID/io")
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
@@ -359,6 +463,24 @@ pub fn run_s3mount(args: &[&str], env: &[(&str, &str)], home: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run s3mount")
+}
+
+/// Closes a file and fails the test if close(2) reports an error (dropping a `File` ignores it,
+/// and close is where a failed upload is reported).
+pub fn close(f: std::fs::File) {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    if unsafe { libc::close(fd) } != 0 {
+        panic!("close failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Writes a whole file and checks its close.
+pub fn write_file(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    close(f);
 }
 
 /// Deterministic bytes that differ at every offset of interest.
