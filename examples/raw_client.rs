@@ -2,7 +2,8 @@
 //!   raw_client ENDPOINT BUCKET get KEY [PART_MIB] [CONCURRENCY]  -> MiB/s of parallel ranged GETs
 //!   raw_client ENDPOINT BUCKET rand KEY THREADS SECONDS          -> IOPS of random 4 KiB GETs
 //!   raw_client ENDPOINT BUCKET list PREFIX                       -> seconds to list (delimited)
-//!   raw_client ENDPOINT BUCKET put KEY SIZE_MIB                  -> a random object (setup)
+//!   raw_client ENDPOINT BUCKET put KEY SIZE_MIB                  -> seconds for a multipart upload
+//!   raw_client ENDPOINT BUCKET count PREFIX                      -> keys and bytes under PREFIX
 //!   raw_client ENDPOINT BUCKET put-many PREFIX COUNT SIZE        -> COUNT small objects (setup)
 //! Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 
@@ -176,7 +177,33 @@ async fn main() {
             eprintln!("listed {n} entries");
             println!("{:.3}", t.elapsed().as_secs_f64());
         }
+        "count" => {
+            let prefix = args[4].clone();
+            let (mut n, mut bytes, mut token) = (0u64, 0i64, None);
+            loop {
+                let out = c
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                n += out.contents().len() as u64;
+                bytes += out
+                    .contents()
+                    .iter()
+                    .map(|o| o.size().unwrap_or(0))
+                    .sum::<i64>();
+                token = out.next_continuation_token().map(str::to_string);
+                if !out.is_truncated().unwrap_or(false) {
+                    break;
+                }
+            }
+            println!("{n} {bytes}");
+        }
         "put" => {
+            let t = Instant::now();
             let key = args[4].clone();
             let mib: usize = args[5].parse().unwrap();
             let part = 8usize << 20;
@@ -225,6 +252,7 @@ async fn main() {
                 .send()
                 .await
                 .unwrap();
+            println!("{:.3}", t.elapsed().as_secs_f64());
         }
         "put-many" => {
             let prefix = args[4].clone();

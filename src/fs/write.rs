@@ -149,8 +149,17 @@ impl<S: ObjectStore> Fs<S> {
         self.listings.lock().remove(dir_path);
     }
 
-    fn parent_of(path: &str) -> &str {
-        path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+    /// Puts what we just did into the cached listing of `path`'s directory (keeping its expiry),
+    /// so lookups of names we create or remove there need no request.
+    fn listing_set(&self, path: &str, found: Option<Found>) {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Some((_, listing)) = self.listings.lock().get_mut(parent) {
+            let entries = Arc::make_mut(listing);
+            match found {
+                Some(f) => entries.insert(name.to_string(), f),
+                None => entries.remove(name),
+            };
+        }
     }
 
     /// What `parent/name` is, from the caches or the bucket.
@@ -188,13 +197,13 @@ impl<S: ObjectStore> Fs<S> {
         Ok((parent_path, path, key))
     }
 
-    fn record_new(&self, parent_path: &str, path: &str, found: Found) -> u64 {
+    fn record_new(&self, path: &str, found: Found) -> u64 {
         let ino = self
             .inodes
             .lock()
             .upsert(path, found, self.fresh_until(), true);
         self.negative.lock().pop(path);
-        self.invalidate_listing(parent_path);
+        self.listing_set(path, self.inodes.lock().get(ino).map(|n| n.found.clone()));
         ino
     }
 
@@ -262,7 +271,7 @@ impl<S: ObjectStore> Fs<S> {
             self.cfg.max_inflight_parts,
         )?);
         let found = self.new_found(Kind::File, perm, caller, now, String::new(), 0);
-        let ino = self.record_new(&parent_path, &path, found.clone());
+        let ino = self.record_new(&path, found.clone());
         if let Some(old) = self.writes.lock().insert(ino, state) {
             tokio::spawn(async move { old.abandon().await });
         }
@@ -296,7 +305,7 @@ impl<S: ObjectStore> Fs<S> {
             )
             .await?;
         let found = self.new_found(Kind::File, perm, caller, now, etag, 0);
-        let ino = self.record_new(&parent_path, &path, found.clone());
+        let ino = self.record_new(&path, found.clone());
         Ok(self.attr_of(ino, &found))
     }
 
@@ -347,9 +356,9 @@ impl<S: ObjectStore> Fs<S> {
             node.found.last_modified = mtime;
             node.found.meta.mtime = Some(mtime);
             node.valid_until = Instant::now() + self.cfg.metadata_ttl;
-            let parent = Self::parent_of(&node.path).to_string();
+            let (path, found) = (node.path.clone(), node.found.clone());
             drop(inodes);
-            self.invalidate_listing(&parent);
+            self.listing_set(&path, Some(found));
         }
         Ok(())
     }
@@ -453,8 +462,8 @@ impl<S: ObjectStore> Fs<S> {
             },
         }
         self.inodes.lock().detach(&path);
+        self.listing_set(&path, None);
         self.negative.lock().put(path, self.fresh_until());
-        self.invalidate_listing(&parent_path);
         Ok(())
     }
 
@@ -481,7 +490,7 @@ impl<S: ObjectStore> Fs<S> {
             .await?;
         self.markers.lock().insert(marker);
         let found = self.new_found(Kind::Dir, perm, caller, now, etag, 0);
-        let ino = self.record_new(&parent_path, &path, found.clone());
+        let ino = self.record_new(&path, found.clone());
         self.listings
             .lock()
             .insert(path, (self.fresh_until(), Arc::new(BTreeMap::new())));
@@ -531,7 +540,7 @@ impl<S: ObjectStore> Fs<S> {
         self.markers.lock().remove(&marker);
         self.inodes.lock().detach(&path);
         self.negative.lock().put(path.clone(), self.fresh_until());
-        self.invalidate_listing(&parent_path);
+        self.listing_set(&path, None);
         self.invalidate_listing(&path);
         Ok(())
     }
@@ -555,7 +564,7 @@ impl<S: ObjectStore> Fs<S> {
             )
             .await?;
         let found = self.new_found(Kind::Symlink, 0o777, caller, now, etag, target.len() as u64);
-        let ino = self.record_new(&parent_path, &path, found.clone());
+        let ino = self.record_new(&path, found.clone());
         Ok(self.attr_of(ino, &found))
     }
 
@@ -587,8 +596,14 @@ impl<S: ObjectStore> Fs<S> {
                     user_meta: obj.user_meta.clone().unwrap_or_default(),
                 };
                 change(&mut opts.user_meta);
-                self.copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
-                    .await?;
+                if kind == Kind::Dir && obj.size == 0 {
+                    // A marker has no content: writing it again is simpler than a copy onto
+                    // itself, which some stores cannot do for `dir/` keys.
+                    self.store.put(&key, Bytes::new(), opts).await?;
+                } else {
+                    self.copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
+                        .await?;
+                }
             }
             Err(StoreError::NotFound) if kind == Kind::Dir => {
                 let mut m = HashMap::new();
@@ -709,15 +724,9 @@ impl<S: ObjectStore> Fs<S> {
             node.found.size = s;
         }
         let found = node.found.clone();
+        let path = node.path.clone();
         drop(inodes);
-        if let Some(parent) = self
-            .inodes
-            .lock()
-            .get(ino)
-            .map(|n| Self::parent_of(&n.path).to_string())
-        {
-            self.invalidate_listing(&parent);
-        }
+        self.listing_set(&path, Some(found.clone()));
         Ok(self.attr_of(ino, &self.overlay(ino, found)))
     }
 
