@@ -95,6 +95,56 @@ pub struct Cli {
     /// Internal: the detached mount process
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+    /// Ignore unknown -o options instead of failing (mount -s)
+    #[arg(long, hide = true)]
+    pub sloppy: bool,
+}
+
+/// What mount(8) asked of a `mount.s3mount` helper besides the mount itself.
+#[derive(Debug, Default, PartialEq)]
+pub struct HelperFlags {
+    /// `-f`: do everything but the mount.
+    pub fake: bool,
+}
+
+/// mount(8) runs helpers as `mount.TYPE SPEC DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE]`, where
+/// `-f` means "fake", not "foreground". Under a `mount.*` name, those arguments are translated
+/// into ours; otherwise they are returned unchanged.
+pub fn helper_args(args: Vec<String>) -> Result<(Vec<String>, HelperFlags), String> {
+    let prog = args.first().cloned().unwrap_or_default();
+    let name = prog.rsplit('/').next().unwrap_or(&prog).to_string();
+    if !name.starts_with("mount.") {
+        return Ok((args, HelperFlags::default()));
+    }
+    let mut out = vec!["s3mount".to_string()];
+    let mut flags = HelperFlags::default();
+    let mut positional = Vec::new();
+    let mut it = args.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-o" => out.extend(["-o".to_string(), it.next().ok_or("-o needs options")?]),
+            "-t" | "-N" => {
+                it.next();
+            }
+            s if s.starts_with("-o") => out.extend(["-o".to_string(), s[2..].to_string()]),
+            s if s.starts_with('-') && s.len() > 1 => {
+                for c in s[1..].chars() {
+                    match c {
+                        'f' => flags.fake = true,
+                        's' => out.push("--sloppy".into()),
+                        'n' | 'v' | 'r' | 'w' => {}
+                        other => return Err(format!("unknown mount helper flag -{other}")),
+                    }
+                }
+            }
+            _ => positional.push(a),
+        }
+    }
+    if positional.len() != 2 {
+        return Err(format!("usage: {name} SPEC DIR [-sfnv] [-o OPTIONS]"));
+    }
+    out.splice(1..1, positional);
+    Ok((out, flags))
 }
 
 fn parse_octal(s: &str) -> Result<u16, String> {
@@ -218,7 +268,11 @@ impl Cli {
                         .parse()
                         .map_err(|_| "mount option connect_timeout: not a number".to_string())?
                 }
+                "sloppy" => self.sloppy = true,
                 n if ignored_option(n) || ignored_option(&opt) => {}
+                _ if self.sloppy => {
+                    tracing::warn!("ignoring unknown mount option {opt:?} (sloppy)")
+                }
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }
         }
@@ -447,6 +501,46 @@ mod tests {
         assert_eq!(cli.cache_size, 128 << 20);
         let mut bad = Cli::parse_from(["s3mount", "b", "/mnt", "-o", "bogus"]);
         assert!(bad.apply_mount_options().unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn mount_helper_calling_convention() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (args, flags) = helper_args(argv(&[
+            "/sbin/mount.s3mount",
+            "bkt:pre",
+            "/mnt/x",
+            "-sn",
+            "-o",
+            "rw,allow_other",
+            "-t",
+            "s3mount",
+        ]))
+        .unwrap();
+        assert_eq!(
+            args,
+            argv(&[
+                "s3mount",
+                "bkt:pre",
+                "/mnt/x",
+                "--sloppy",
+                "-o",
+                "rw,allow_other"
+            ])
+        );
+        assert!(!flags.fake);
+        let (_, flags) = helper_args(argv(&["mount.s3mount", "b", "/m", "-f"])).unwrap();
+        assert!(flags.fake, "-f is 'fake' for mount helpers");
+        let (args, _) = helper_args(argv(&["s3mount", "b", "/m", "-f"])).unwrap();
+        assert_eq!(
+            args,
+            argv(&["s3mount", "b", "/m", "-f"]),
+            "s3mount keeps -f as foreground"
+        );
+        assert!(helper_args(argv(&["mount.s3mount", "b"])).is_err());
+        let mut sloppy = Cli::parse_from(["s3mount", "b", "/m", "--sloppy", "-o", "whatever,ro"]);
+        sloppy.apply_mount_options().unwrap();
+        assert!(sloppy.read_only);
     }
 
     #[test]

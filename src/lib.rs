@@ -11,6 +11,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod logging;
+pub mod mount;
 pub mod run;
 pub mod store;
 pub mod upload;

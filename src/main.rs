@@ -4,7 +4,25 @@ use s3mount::cli::{Cli, MountConfig};
 use s3mount::credentials::ProcessEnv;
 
 fn main() {
-    let cli = Cli::parse();
+    let (args, helper) = match s3mount::cli::helper_args(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("s3mount: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    if helper.fake {
+        // mount -f: check everything, mount nothing.
+        let code = match MountConfig::from_cli(cli, &ProcessEnv) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("s3mount: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let debug = cli.debug
         || cli
             .options

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fuser::{MountOption, Session, SessionACL};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::MountConfig;
@@ -96,27 +95,14 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
     let fs = Arc::new(Fs::new(store, cfg.fs.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let inflight = adapter.inflight();
-    let mut options = vec![
-        MountOption::FSName(format!("s3mount:{}", cfg.bucket)),
-        MountOption::Subtype("s3mount".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if cfg.fs.read_only {
-        options.push(MountOption::RO);
-    }
-    let mut fuse_cfg = fuser::Config::default();
-    if cfg.allow_other {
-        // Other users get in: let the kernel enforce the modes we show.
-        options.push(MountOption::DefaultPermissions);
-        fuse_cfg.acl = SessionACL::All;
-    }
-    fuse_cfg.mount_options = options;
-    fuse_cfg.n_threads = Some(FUSE_THREADS);
-
-    let mut session = Session::new(adapter, &cfg.mountpoint, &fuse_cfg)
+    let opts = crate::mount::Options {
+        fsname: format!("s3mount:{}", cfg.bucket),
+        read_only: cfg.fs.read_only,
+        allow_other: cfg.allow_other,
+        threads: FUSE_THREADS,
+    };
+    let (session, mut unmounter) = crate::mount::mount(adapter, &cfg.mountpoint, &opts)
         .map_err(|e| format!("cannot mount on {}: {e}", cfg.mountpoint.display()))?;
-    let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fuse-session".into())
@@ -154,8 +140,10 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         if let Err(e) = unmounter.unmount() {
             return Err(format!("unmount failed: {e}"));
         }
-        match tokio::time::timeout(Duration::from_secs(30), done_rx).await {
-            Ok(Ok(Err(e))) => Err(format!("FUSE session ended: {e}")),
+        // The unmount is lazy: files still open (a large write in progress) keep the session
+        // alive until they are closed, and their data is uploaded. Wait for that, however long.
+        match done_rx.await {
+            Ok(Err(e)) => Err(format!("FUSE session ended: {e}")),
             _ => Ok(()),
         }
     });
