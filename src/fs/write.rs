@@ -773,6 +773,8 @@ impl<S: ObjectStore> Fs<S> {
                 (Kind::Dir, Kind::Dir) if self.dir_has_entries(&dst_path).await? => {
                     return Err(FsError::NotEmpty);
                 }
+                // An empty directory is replaced.
+                (Kind::Dir, Kind::Dir) => {}
                 (Kind::Dir, _) => return Err(FsError::NotDir),
                 (_, Kind::Dir) => return Err(FsError::IsDir),
                 _ => {}
@@ -1090,6 +1092,23 @@ mod tests {
             b"A",
             "rename replaces the target"
         );
+    }
+
+    /// Found by the model test (seed 52): a directory renamed over an empty one replaces it.
+    #[tokio::test]
+    async fn rename_directory_over_an_empty_directory() {
+        let (store, fs) = fs();
+        let c = fs.mkdir(ROOT, "c", 0o755, 0, ME).await.unwrap();
+        write_file(&fs, c.ino, "d", b"x").await;
+        fs.mkdir(ROOT, "a", 0o755, 0, ME).await.unwrap();
+        fs.rename(ROOT, "c", ROOT, "a", 0).await.unwrap();
+        assert_eq!(store.keys(), ["a/", "a/d"]);
+        let full = fs.mkdir(ROOT, "full", 0o755, 0, ME).await.unwrap();
+        write_file(&fs, full.ino, "f", b"y").await;
+        assert!(matches!(
+            fs.rename(ROOT, "a", ROOT, "full", 0).await,
+            Err(FsError::NotEmpty)
+        ));
     }
 
     #[tokio::test]
