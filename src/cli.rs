@@ -86,6 +86,10 @@ pub struct Cli {
     /// Directory where files being written are staged (unnamed temp files)
     #[arg(long, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,
+    /// Local disk for staging writes, all files together (default: half the free space of the
+    /// staging directory); beyond it writes fail with ENOSPC
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub tmp_size: Option<u64>,
     /// Part uploads in flight per file being written (each holds one part, 8 MiB or more, in memory)
     #[arg(long, value_name = "N", default_value = "4")]
     pub max_inflight_parts: usize,
@@ -262,6 +266,7 @@ impl Cli {
                 "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
                 "list_stat_limit" => self.list_stat_limit = num(need()?)? as usize,
                 "tmp_dir" => self.tmp_dir = Some(need()?.into()),
+                "tmp_size" => self.tmp_size = Some(parse_size(need()?)?),
                 "max_inflight_parts" => self.max_inflight_parts = num(need()?)? as usize,
                 "connect_timeout" => {
                     self.connect_timeout = need()?
@@ -293,6 +298,17 @@ pub struct MountConfig {
     pub credential_source: String,
     /// Where the store is, for messages (never holds secrets).
     pub endpoint_label: String,
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; zeroes are a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs to fill.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// `bucket`, `bucket:prefix`, `s3://bucket/prefix`.
@@ -416,6 +432,7 @@ impl MountConfig {
             cache_bytes: cli.cache_size as usize,
             tmp_dir: cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
             max_inflight_parts: cli.max_inflight_parts.max(1),
+            tmp_size: 0,
         };
         if !fs.tmp_dir.is_dir() {
             return Err(format!(
@@ -423,6 +440,11 @@ impl MountConfig {
                 fs.tmp_dir.display()
             ));
         }
+        let mut fs = fs;
+        fs.tmp_size = match cli.tmp_size {
+            Some(n) => n,
+            None => free_space(&fs.tmp_dir).map_or(1 << 30, |free| (free / 2).max(1 << 30)),
+        };
         let endpoint_label = endpoint
             .clone()
             .unwrap_or_else(|| format!("AWS S3 ({region})"));

@@ -29,6 +29,8 @@ pub enum FsError {
     NoAttr,
     #[error("buffer too small")]
     Range,
+    #[error("local staging space for writes is full (--tmp-size)")]
+    NoSpace,
     #[error("bad file handle")]
     BadHandle,
     #[error("object changed on the server while it was open")]
@@ -56,6 +58,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NoAttr => libc::ENODATA,
             FsError::Range => libc::ERANGE,
+            FsError::NoSpace => libc::ENOSPC,
             FsError::BadHandle => libc::EBADF,
             // A handle reads one version of an object; a changed object cannot be read consistently.
             FsError::Changed => libc::EIO,

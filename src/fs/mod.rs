@@ -22,6 +22,7 @@ use crate::cache::{BlockCache, PrefetchConfig, Prefetcher};
 use crate::error::FsError;
 use crate::store::{ObjectInfo, ObjectStore, StoreError, collect};
 use crate::upload::WriteState;
+use crate::upload::state::Budget;
 use inode::{Inodes, ROOT};
 pub use meta::Kind;
 use meta::MetaAttrs;
@@ -55,6 +56,8 @@ pub struct FsConfig {
     pub tmp_dir: PathBuf,
     /// Part uploads in flight per file being written (each holds one part in memory).
     pub max_inflight_parts: usize,
+    /// Local staging space for writes, all files together; beyond it writes fail with ENOSPC.
+    pub tmp_size: u64,
 }
 
 impl Default for FsConfig {
@@ -74,6 +77,7 @@ impl Default for FsConfig {
             cache_bytes: 64 << 20,
             tmp_dir: std::env::temp_dir(),
             max_inflight_parts: 4,
+            tmp_size: u64::MAX,
         }
     }
 }
@@ -188,6 +192,7 @@ pub struct Fs<S> {
     hidden: Mutex<HashSet<String>>,
     /// Directory markers known to exist (so removing a last entry keeps its directory).
     markers: Mutex<HashSet<String>>,
+    budget: Arc<Budget>,
 }
 
 impl<S: ObjectStore> Fs<S> {
@@ -217,6 +222,7 @@ impl<S: ObjectStore> Fs<S> {
             unlinked: Mutex::new(HashMap::new()),
             hidden: Mutex::new(HashSet::new()),
             markers: Mutex::new(HashSet::new()),
+            budget: Budget::new(cfg.tmp_size),
             cfg,
         }
     }

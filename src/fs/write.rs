@@ -237,6 +237,7 @@ impl<S: ObjectStore> Fs<S> {
         let state = Arc::new(WriteState::new(
             self.store.clone(),
             &self.cfg.tmp_dir,
+            self.budget.clone(),
             &key,
             base,
             meta,
@@ -264,6 +265,7 @@ impl<S: ObjectStore> Fs<S> {
         let state = Arc::new(WriteState::new(
             self.store.clone(),
             &self.cfg.tmp_dir,
+            self.budget.clone(),
             &key,
             None,
             self.new_meta(Kind::File, perm, caller, now),

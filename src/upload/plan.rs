@@ -103,6 +103,11 @@ impl RangeSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Bytes covered.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|r| r.end - r.start).sum()
+    }
 }
 
 /// Plans the parts of an object of `new_size` bytes whose `copyable` ranges (sorted, disjoint)

@@ -1,14 +1,18 @@
-//! One file's pending content. Writes land in an unnamed local temp file with their offsets and a
-//! set of dirty ranges; bytes not written come from the old object (`Base`) or are zeros past a
-//! truncation. A new file written from its start streams each full part to a multipart upload in
-//! the background (memory bounded by the parts in flight); anything else is planned at commit:
-//! unchanged runs of the old object are copied server-side, the rest is uploaded.
+//! One file's pending content. Writes land in an unnamed local staging file at their offsets,
+//! with a set of dirty ranges; bytes not written come from the old object (`Base`) or are zeros
+//! past a truncation. A new file written from its start streams each full part to a multipart
+//! upload in the background (memory bounded by the parts in flight), and each sent part is
+//! punched out of the staging file, so a long sequential write needs little local disk.
+//! Anything else is planned at commit: unchanged runs of the old object are copied
+//! server-side, the rest is uploaded. Local staging is bounded by a shared `Budget`.
 
 use std::fs::File;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -28,6 +32,43 @@ pub struct Base {
     pub size: u64,
 }
 
+/// Local staging space shared by all files being written; a write that would exceed it fails
+/// with ENOSPC instead of filling the disk.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl Budget {
+    pub fn new(cap: u64) -> Arc<Self> {
+        Arc::new(Budget {
+            used: AtomicU64::new(0),
+            cap,
+        })
+    }
+
+    fn take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                (u + n <= self.cap).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
 struct Stream {
     upload_id: String,
     part: u64,
@@ -35,6 +76,8 @@ struct Stream {
     sent_until: u64,
     done: Vec<(i32, String)>,
     tasks: JoinSet<Result<(i32, String), StoreError>>,
+    /// The first part that failed; the commit reports it.
+    failed: Option<FsError>,
 }
 
 struct Inner {
@@ -57,6 +100,9 @@ pub struct WriteState<S> {
     store: Arc<S>,
     inner: Mutex<Inner>,
     max_inflight: usize,
+    budget: Arc<Budget>,
+    /// Bytes of this file held in local staging (and taken from the budget).
+    staged: Arc<AtomicU64>,
     /// Size and mtime, readable without waiting for a write or commit in progress; `None` until
     /// the content or metadata changed (until then the object's own attributes hold).
     hint: parking_lot::Mutex<Option<(u64, SystemTime)>>,
@@ -66,12 +112,27 @@ fn io(e: std::io::Error) -> FsError {
     FsError::Io(format!("local staging file: {e}"))
 }
 
+/// Frees the disk blocks of a range that has been sent.
+fn punch(file: &File, range: Range<u64>) -> bool {
+    // SAFETY: a plain syscall on an fd we own.
+    unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            range.start as i64,
+            (range.end - range.start) as i64,
+        ) == 0
+    }
+}
+
 impl<S: ObjectStore> WriteState<S> {
     /// `base`: the object being modified (None for a new or truncated file). `changed`: whether
     /// the object must be written even without further writes (a created file).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<S>,
         tmp_dir: &Path,
+        budget: Arc<Budget>,
         key: &str,
         base: Option<Base>,
         meta: PutOptions,
@@ -96,6 +157,8 @@ impl<S: ObjectStore> WriteState<S> {
                 no_stream: false,
             }),
             max_inflight: max_inflight.max(1),
+            budget,
+            staged: Arc::new(AtomicU64::new(0)),
             hint: parking_lot::Mutex::new(changed.then(|| (size, SystemTime::now()))),
         })
     }
@@ -109,25 +172,8 @@ impl<S: ObjectStore> WriteState<S> {
         *self.hint.lock() = Some((g.size, g.mtime));
     }
 
-    pub async fn size(&self) -> u64 {
-        self.inner.lock().await.size
-    }
-
-    pub async fn mtime(&self) -> SystemTime {
-        self.inner.lock().await.mtime
-    }
-
     pub async fn is_changed(&self) -> bool {
         self.inner.lock().await.changed
-    }
-
-    pub async fn set_key(&self, key: &str) {
-        let mut g = self.inner.lock().await;
-        if g.key != key {
-            abort_stream(&*self.store, &mut g).await;
-            g.key = key.to_string();
-            g.changed = true;
-        }
     }
 
     /// Metadata (mode, owner, times, xattrs) the next commit writes.
@@ -143,20 +189,37 @@ impl<S: ObjectStore> WriteState<S> {
         self.inner.lock().await.meta.clone()
     }
 
+    /// The lock, after completing a streamed upload whose sent bytes `range` touches: those
+    /// bytes are no longer staged, so the object is finished first and becomes the base.
+    async fn lock_for(&self, start: u64) -> Result<tokio::sync::MutexGuard<'_, Inner>, FsError> {
+        let g = self.inner.lock().await;
+        if g.stream.as_ref().is_some_and(|s| start < s.sent_until) {
+            drop(g);
+            self.commit().await?;
+            return Ok(self.inner.lock().await);
+        }
+        Ok(g)
+    }
+
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        let mut g = self.inner.lock().await;
-        g.file.write_all_at(data, offset).map_err(io)?;
+        let mut g = self.lock_for(offset).await?;
         let end = offset + data.len() as u64;
-        g.dirty.insert(offset..end);
+        let mut dirty = g.dirty.clone();
+        dirty.insert(offset..end);
+        let grown = dirty.len() - g.dirty.len();
+        if !self.budget.take(grown) {
+            return Err(FsError::NoSpace);
+        }
+        if let Err(e) = g.file.write_all_at(data, offset) {
+            self.budget.give(grown);
+            return Err(io(e));
+        }
+        self.staged.fetch_add(grown, Ordering::SeqCst);
+        g.dirty = dirty;
         g.size = g.size.max(end);
         g.changed = true;
         g.mtime = SystemTime::now();
         self.set_hint(&g);
-        if g.stream.as_ref().is_some_and(|s| offset < s.sent_until) {
-            // Rewriting bytes already sent: the whole content is planned again at commit.
-            abort_stream(&*self.store, &mut g).await;
-            g.no_stream = true;
-        }
         self.stream_full_parts(&mut g).await;
         Ok(data.len() as u32)
     }
@@ -164,14 +227,18 @@ impl<S: ObjectStore> WriteState<S> {
     /// Sends every complete part of a sequentially written new file.
     async fn stream_full_parts(&self, g: &mut Inner) {
         let sequential = g.base.is_none() && g.dirty.covers(&(0..g.size));
-        if g.no_stream || !sequential {
+        let failed = g.stream.as_ref().is_some_and(|s| s.failed.is_some());
+        if g.no_stream || !sequential || failed {
             return;
         }
         loop {
-            let part = plan::part_size(g.size);
+            let part = g
+                .stream
+                .as_ref()
+                .map_or_else(|| plan::part_size(g.size), |s| s.part);
             let sent = g.stream.as_ref().map_or(0, |s| s.sent_until);
             // Keep the last part back: it is sent at commit, when the size is final.
-            if g.size < sent + 2 * part.max(g.stream.as_ref().map_or(0, |s| s.part)) {
+            if g.size < sent + 2 * part {
                 return;
             }
             if g.stream.is_none() {
@@ -184,6 +251,7 @@ impl<S: ObjectStore> WriteState<S> {
                             sent_until: 0,
                             done: Vec::new(),
                             tasks: JoinSet::new(),
+                            failed: None,
                         })
                     }
                     Err(e) => {
@@ -193,56 +261,64 @@ impl<S: ObjectStore> WriteState<S> {
                     }
                 }
             }
-            let s = g.stream.as_mut().expect("just set");
-            let range = s.sent_until..s.sent_until + s.part;
-            let mut buf = vec![0u8; s.part as usize];
-            if let Err(e) = g.file.read_exact_at(&mut buf, range.start) {
-                tracing::warn!("staging file read failed: {e}");
+            if let Err(e) = self.send_part(g, false) {
+                tracing::warn!("staging file: {e}");
                 g.no_stream = true;
                 return;
             }
-            let (store, key, id, n) = (
-                self.store.clone(),
-                g.key.clone(),
-                s.upload_id.clone(),
-                s.next_part,
-            );
-            s.tasks.spawn(async move {
-                let etag = store.upload_part(&key, &id, n, Bytes::from(buf)).await?;
-                Ok((n, etag))
-            });
-            s.next_part += 1;
-            s.sent_until = range.end;
-            // Backpressure: the writer waits while too many parts are in flight.
+            // Backpressure: the writer waits while too many parts are in flight. A failed part
+            // is reported at commit.
+            let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
-                match s.tasks.join_next().await {
-                    Some(Ok(Ok(done))) => s.done.push(done),
-                    Some(Ok(Err(e))) => {
-                        tracing::warn!(key = %g.key, "part upload failed ({e}); uploading at close");
-                        abort_stream(&*self.store, g).await;
-                        g.no_stream = true;
-                        return;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!("part upload task failed: {e}");
-                        abort_stream(&*self.store, g).await;
-                        g.no_stream = true;
-                        return;
-                    }
-                    None => break,
+                if join_one(s).await.is_err() {
+                    return;
                 }
             }
         }
     }
 
+    /// Starts the upload of the next part (`last`: up to the end of the file).
+    fn send_part(&self, g: &mut Inner, last: bool) -> Result<(), FsError> {
+        let size = g.size;
+        let s = g.stream.as_mut().expect("streaming");
+        let start = s.sent_until;
+        let end = if last { size } else { start + s.part };
+        let mut buf = vec![0u8; (end - start) as usize];
+        g.file.read_exact_at(&mut buf, start).map_err(io)?;
+        let file = g.file.try_clone().map_err(io)?;
+        let (store, key, id, n) = (
+            self.store.clone(),
+            g.key.clone(),
+            s.upload_id.clone(),
+            s.next_part,
+        );
+        let (budget, staged) = (self.budget.clone(), self.staged.clone());
+        s.tasks.spawn(async move {
+            let etag = store.upload_part(&key, &id, n, Bytes::from(buf)).await?;
+            // Sent: the local copy of these bytes is not needed any more.
+            if punch(&file, start..end) {
+                staged.fetch_sub(end - start, Ordering::SeqCst);
+                budget.give(end - start);
+            }
+            Ok((n, etag))
+        });
+        s.next_part += 1;
+        s.sent_until = end;
+        Ok(())
+    }
+
     pub async fn truncate(&self, len: u64) -> Result<(), FsError> {
-        let mut g = self.inner.lock().await;
-        if g.stream.as_ref().is_some_and(|s| len < s.sent_until) {
-            abort_stream(&*self.store, &mut g).await;
-        }
+        let mut g = self.lock_for(len).await?;
         g.no_stream = true;
         if len < g.size {
+            let before = g.dirty.len();
             g.dirty.truncate(len);
+            let freed = before - g.dirty.len();
+            self.staged.fetch_sub(
+                freed.min(self.staged.load(Ordering::SeqCst)),
+                Ordering::SeqCst,
+            );
+            self.budget.give(freed);
             g.base_valid = g.base_valid.min(len);
             g.file.set_len(len).map_err(io)?;
         } else if len > g.size {
@@ -259,7 +335,7 @@ impl<S: ObjectStore> WriteState<S> {
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let g = self.inner.lock().await;
+        let g = self.lock_for(offset).await?;
         let end = (offset + len as u64).min(g.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -273,16 +349,16 @@ impl<S: ObjectStore> WriteState<S> {
         if !g.changed {
             return Ok(());
         }
-        let result = match g.stream.is_some() {
-            true => match self.finish_stream(&mut g).await {
-                Ok(etag) => Ok(etag),
-                Err(e) => {
-                    tracing::warn!(key = %g.key, "streamed upload failed ({e}); sending the file again");
-                    abort_stream(&*self.store, &mut g).await;
-                    self.upload_planned(&g).await
-                }
-            },
-            false => self.upload_planned(&g).await,
+        let result = if g.stream.is_some() {
+            // Sent parts were punched out locally, so a failed stream cannot be sent again:
+            // the error goes to close()/fsync(), as a failed upload must.
+            let r = self.finish_stream(&mut g).await;
+            if r.is_err() {
+                abort_stream(&*self.store, &mut g).await;
+            }
+            r
+        } else {
+            self.upload_planned(&g).await
         };
         let etag = result.map_err(|e| {
             tracing::error!(key = %g.key, "upload failed: {e}");
@@ -300,6 +376,7 @@ impl<S: ObjectStore> WriteState<S> {
         g.no_stream = true;
         // The bytes are in the bucket now; free the local copy.
         g.file.set_len(0).map_err(io)?;
+        self.budget.give(self.staged.swap(0, Ordering::SeqCst));
         Ok(())
     }
 
@@ -313,47 +390,38 @@ impl<S: ObjectStore> WriteState<S> {
         }
     }
 
-    /// The ETag of the committed object, once there is one.
+    /// The committed object, once there is one.
     pub async fn base(&self) -> Option<Base> {
         self.inner.lock().await.base.clone()
     }
 
     async fn finish_stream(&self, g: &mut Inner) -> Result<String, FsError> {
-        let (size, key) = (g.size, g.key.clone());
-        let s = g.stream.as_mut().expect("streaming");
-        let mut pos = s.sent_until;
-        while pos < size {
-            let end = if size - pos > 2 * s.part {
-                pos + s.part
-            } else {
-                size
-            };
-            let mut buf = vec![0u8; (end - pos) as usize];
-            g.file.read_exact_at(&mut buf, pos).map_err(io)?;
-            let (store, key, id, n) = (
-                self.store.clone(),
-                key.clone(),
-                s.upload_id.clone(),
-                s.next_part,
-            );
-            s.tasks.spawn(async move {
-                let etag = store.upload_part(&key, &id, n, Bytes::from(buf)).await?;
-                Ok((n, etag))
-            });
-            s.next_part += 1;
-            pos = end;
-            s.sent_until = end;
+        if let Some(e) = g.stream.as_ref().and_then(|s| s.failed.clone()) {
+            return Err(e);
+        }
+        loop {
+            let s = g.stream.as_ref().expect("streaming");
+            if s.sent_until >= g.size {
+                break;
+            }
+            let last = g.size - s.sent_until <= 2 * s.part;
+            self.send_part(g, last)?;
+            let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
                 join_one(s).await?;
             }
         }
+        let s = g.stream.as_mut().expect("streaming");
         while !s.tasks.is_empty() {
             join_one(s).await?;
+        }
+        if let Some(e) = s.failed.take() {
+            return Err(e);
         }
         let mut parts = std::mem::take(&mut s.done);
         parts.sort_by_key(|p| p.0);
         let id = s.upload_id.clone();
-        let etag = self.store.complete_multipart(&key, &id, parts).await?;
+        let etag = self.store.complete_multipart(&g.key, &id, parts).await?;
         g.stream = None;
         Ok(etag)
     }
@@ -421,16 +489,25 @@ impl<S: ObjectStore> WriteState<S> {
     }
 }
 
+impl<S> Drop for WriteState<S> {
+    fn drop(&mut self) {
+        self.budget.give(self.staged.load(Ordering::SeqCst));
+    }
+}
+
+/// Collects one finished part; a failure is kept for the commit to report.
 async fn join_one(s: &mut Stream) -> Result<(), FsError> {
-    match s.tasks.join_next().await {
+    let r = match s.tasks.join_next().await {
         Some(Ok(Ok(done))) => {
             s.done.push(done);
-            Ok(())
+            return Ok(());
         }
-        Some(Ok(Err(e))) => Err(e.into()),
-        Some(Err(e)) => Err(FsError::Io(format!("part upload task: {e}"))),
-        None => Ok(()),
-    }
+        Some(Ok(Err(e))) => FsError::from(e),
+        Some(Err(e)) => FsError::Io(format!("part upload task: {e}")),
+        None => return Ok(()),
+    };
+    s.failed.get_or_insert(r.clone());
+    Err(r)
 }
 
 async fn abort_stream<S: ObjectStore>(store: &S, g: &mut Inner) {
@@ -487,6 +564,7 @@ mod tests {
         WriteState::new(
             store.clone(),
             &std::env::temp_dir(),
+            Budget::new(u64::MAX),
             "k",
             base,
             PutOptions::default(),
@@ -593,7 +671,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rewriting_streamed_bytes_falls_back_to_a_full_upload() {
+    async fn rewriting_streamed_bytes_edits_the_completed_object() {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let mut data = pattern(30 * MIB, 4);
@@ -609,5 +687,57 @@ mod tests {
             0,
             "the abandoned stream was aborted"
         );
+    }
+
+    #[tokio::test]
+    async fn staging_budget_refuses_writes_beyond_it_and_commit_frees_it() {
+        let store = Arc::new(MemoryStore::new());
+        let budget = Budget::new(1000);
+        let w = WriteState::new(
+            store.clone(),
+            &std::env::temp_dir(),
+            budget.clone(),
+            "k",
+            None,
+            PutOptions::default(),
+            true,
+            4,
+        )
+        .unwrap();
+        w.write(0, &[1; 600]).await.unwrap();
+        w.write(100, &[2; 400]).await.unwrap();
+        assert_eq!(budget.used(), 600, "rewrites take no extra space");
+        assert!(matches!(
+            w.write(600, &[3; 600]).await,
+            Err(FsError::NoSpace)
+        ));
+        w.commit().await.unwrap();
+        assert_eq!(budget.used(), 0);
+        w.write(600, &[3; 600]).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(store.body("k").unwrap().len(), 1200);
+        drop(w);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn touching_streamed_bytes_completes_the_upload_first() {
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        let mut data = pattern(40 * MIB, 7);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        // Bytes already sent (and punched out locally) are read back through the object.
+        assert_eq!(&w.read(10, 100).await.unwrap()[..], &data[10..110]);
+        assert!(store.body("k").is_some(), "the read completed the upload");
+        // A rewrite of early bytes edits the completed object.
+        w.write(5, b"again").await.unwrap();
+        data[5..10].copy_from_slice(b"again");
+        w.write(data.len() as u64, b"tail").await.unwrap();
+        data.extend_from_slice(b"tail");
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == data);
+        assert_eq!(store.pending_uploads(), 0);
     }
 }
