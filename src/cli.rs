@@ -93,6 +93,10 @@ pub struct Cli {
     /// Part uploads in flight per file being written (each holds one part, 8 MiB or more, in memory)
     #[arg(long, value_name = "N", default_value = "4")]
     pub max_inflight_parts: usize,
+    /// No extended attributes: the kernel stops asking, which saves `ls -l` a round trip per
+    /// file (coreutils asks for security.selinux)
+    #[arg(long)]
+    pub no_xattr: bool,
     /// Debug logging (a RUST_LOG filter is honoured too)
     #[arg(short, long)]
     pub debug: bool,
@@ -274,6 +278,7 @@ impl Cli {
                         .map_err(|_| "mount option connect_timeout: not a number".to_string())?
                 }
                 "sloppy" => self.sloppy = true,
+                "noxattr" | "no_xattr" => self.no_xattr = true,
                 n if ignored_option(n) || ignored_option(&opt) => {}
                 _ if self.sloppy => {
                     tracing::warn!("ignoring unknown mount option {opt:?} (sloppy)")
@@ -433,6 +438,7 @@ impl MountConfig {
             tmp_dir: cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
             max_inflight_parts: cli.max_inflight_parts.max(1),
             tmp_size: 0,
+            xattr: !cli.no_xattr,
         };
         if !fs.tmp_dir.is_dir() {
             return Err(format!(

@@ -588,6 +588,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.fs.config().xattr {
+            // The kernel remembers ENOSYS and stops asking (-o noxattr).
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(name) = utf8(name) else {
             return reply.error(Errno::from_i32(libc::ENOTSUP));
         };
@@ -600,6 +604,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.config().xattr {
+            // The kernel remembers ENOSYS and stops asking (-o noxattr).
+            return reply.error(Errno::ENOSYS);
+        }
         let name = utf8(name).unwrap_or_default();
         if !name.starts_with("user.") {
             // Answered here: `ls -l` asks for security and ACL attributes of every file.
@@ -614,6 +622,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.config().xattr {
+            // The kernel remembers ENOSYS and stops asking (-o noxattr).
+            return reply.error(Errno::ENOSYS);
+        }
         let fs = self.fs.clone();
         self.spawn(
             "listxattr",
@@ -626,6 +638,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::from_i32(libc::ENODATA));
         };
+        if !self.fs.config().xattr {
+            // The kernel remembers ENOSYS and stops asking (-o noxattr).
+            return reply.error(Errno::ENOSYS);
+        }
         let fs = self.fs.clone();
         self.spawn(
             "removexattr",

@@ -477,3 +477,27 @@ fn a_failed_upload_is_an_error_at_close_and_leaves_no_object() {
     assert!(s.try_get(B, "doomed").is_none(), "no partial object");
     drop(m);
 }
+
+#[test]
+fn noxattr_turns_extended_attributes_off() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    let m = MountBuilder::new(&s, B).arg("-o").arg("noxattr").mount();
+    sh(&m.dir, "echo x > f");
+    let path = std::ffi::CString::new(m.path("f").to_str().unwrap()).unwrap();
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.k".as_ptr(),
+            b"v".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
+    assert!(!s.head(B, "f").0.contains_key("xattr"));
+}

@@ -58,6 +58,8 @@ pub struct FsConfig {
     pub max_inflight_parts: usize,
     /// Local staging space for writes, all files together; beyond it writes fail with ENOSPC.
     pub tmp_size: u64,
+    /// Extended attributes (s3fs's `x-amz-meta-xattr`); off, every xattr call is ENOSYS.
+    pub xattr: bool,
 }
 
 impl Default for FsConfig {
@@ -78,6 +80,7 @@ impl Default for FsConfig {
             tmp_dir: std::env::temp_dir(),
             max_inflight_parts: 4,
             tmp_size: u64::MAX,
+            xattr: true,
         }
     }
 }
