@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KEY, MountBuilder, SECRET, Server, is_mounted, unmount, write_file};
+use common::{KEY, MountBuilder, SECRET, Server, is_mounted, sh, unmount, write_file};
 
 const B: &str = "bkt";
 
@@ -64,20 +64,6 @@ impl Drop for S3fs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

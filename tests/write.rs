@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{Mount, MountBuilder, Server, close, pattern, write_file};
+use common::{Mount, MountBuilder, Server, close, pattern, sh, write_file};
 
 const B: &str = "bkt";
 
@@ -22,22 +22,6 @@ fn setup() -> (Server, Mount) {
         .arg("0.3")
         .mount();
     (s, m)
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

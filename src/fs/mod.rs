@@ -590,12 +590,7 @@ impl<S: ObjectStore> Fs<S> {
         offset: u64,
         max: usize,
     ) -> Result<Vec<(u64, DirItem)>, FsError> {
-        let dir = self
-            .dirs
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let dir = self.dir_handle(fh)?;
         let inodes = self.inodes.lock();
         let dir_path = inodes
             .get(dir.ino)
@@ -631,12 +626,7 @@ impl<S: ObjectStore> Fs<S> {
     /// For READDIRPLUS: the attributes of the entry at `offset` (as `readdir` numbers them, so
     /// not `.` or `..`), counting a kernel lookup for it.
     pub fn readdir_entry(&self, fh: u64, offset: u64) -> Result<Attr, FsError> {
-        let dir = self
-            .dirs
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let dir = self.dir_handle(fh)?;
         let index = (offset as usize).checked_sub(3).ok_or(FsError::Invalid)?;
         let (name, found) = dir.entries.get(index).cloned().ok_or(FsError::NotFound)?;
         let mut inodes = self.inodes.lock();
@@ -656,6 +646,18 @@ impl<S: ObjectStore> Fs<S> {
             Some(n) => self.attr_of(ino, &n.found),
             None => self.attr_of(ino, &Found::implicit(Kind::Dir)),
         }
+    }
+
+    fn dir_handle(&self, fh: u64) -> Result<Arc<DirHandle>, FsError> {
+        self.dirs.lock().get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    fn file_handle(&self, fh: u64) -> Result<Arc<FileHandle<S>>, FsError> {
+        self.files
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -734,12 +736,7 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        let handle = self
-            .files
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let handle = self.file_handle(fh)?;
         match &*handle {
             FileHandle::Read(p) => p.read(offset, size).await,
             FileHandle::Write(ino) => {

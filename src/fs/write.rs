@@ -312,12 +312,7 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        let handle = self
-            .files
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let handle = self.file_handle(fh)?;
         let FileHandle::Write(ino) = &*handle else {
             return Err(FsError::BadHandle);
         };

@@ -36,6 +36,26 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     }
 }
 
+/// Starts s3s-fs on `port` over `data`, with the test key pair, and waits until it listens.
+fn spawn_s3s_fs(port: u16, data: &Path) -> Child {
+    let bin =
+        std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "/opt/s3s-fs-bigbuf/bin/s3s-fs".to_string());
+    assert!(
+        Path::new(&bin).exists(),
+        "{bin} missing: run ../shared/bench-server/build.sh (CI does)"
+    );
+    let mut child = Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", KEY, "--secret-key", SECRET])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start s3s-fs");
+    wait_for_port(port, &mut child, "s3s-fs");
+    child
+}
+
 /// A test S3 server process, killed on drop.
 pub struct Server {
     child: Child,
@@ -72,23 +92,9 @@ impl Server {
     /// s3s-fs: checks SigV4 signatures against one key pair (file-backed, so only for tests
     /// that need credentials to be checked).
     pub fn s3s_fs() -> Server {
-        let bin = std::env::var("S3S_FS_BIN")
-            .unwrap_or_else(|_| "/opt/s3s-fs-bigbuf/bin/s3s-fs".to_string());
-        assert!(
-            Path::new(&bin).exists(),
-            "{bin} missing: run ../shared/bench-server/build.sh (CI does)"
-        );
         let port = free_port();
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", KEY, "--secret-key", SECRET])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        wait_for_port(port, &mut child, "s3s-fs");
+        let child = spawn_s3s_fs(port, data.path());
         Server::with(child, port, KEY, SECRET, Some(data))
     }
 
@@ -249,17 +255,7 @@ impl Server {
             .path()
             .to_path_buf();
         let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        let bin = std::env::var("S3S_FS_BIN")
-            .unwrap_or_else(|_| "/opt/s3s-fs-bigbuf/bin/s3s-fs".to_string());
-        let mut child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", &self.key, "--secret-key", &self.secret])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart s3s-fs");
-        wait_for_port(port, &mut child, "s3s-fs");
+        let child = spawn_s3s_fs(port, &data);
         self.child = child;
     }
 
@@ -481,6 +477,23 @@ pub fn write_file(path: &Path, data: &[u8]) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(data).unwrap();
     close(f);
+}
+
+/// Runs a shell script in `dir`, fails the test with its output if it fails, returns stdout.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Deterministic bytes that differ at every offset of interest.
