@@ -7,8 +7,6 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
 
 use common::{Mount, MountBuilder, Server, close, pattern, sh, write_file};
 
