@@ -229,23 +229,41 @@ impl ObjectStore for S3Store {
         token: Option<String>,
         max_keys: Option<i32>,
     ) -> Result<ListPage, StoreError> {
+        // URL-encoded keys: XML cannot carry every character a key may hold (control
+        // characters), and one such key must not make a whole listing unreadable.
         let out = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .set_delimiter(delimited.then(|| "/".to_string()))
             .set_continuation_token(token)
             .set_max_keys(max_keys)
             .send()
             .await
             .map_err(|e| self.err(e))?;
+        // Stores that ignore the parameter say so by leaving EncodingType out: then keys are raw.
+        let encoded = out.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
+        let decode = |k: &str| -> Option<String> {
+            if !encoded {
+                return Some(k.to_string());
+            }
+            let bytes = crate::fs::meta::percent_decode(k)?;
+            match String::from_utf8(bytes) {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    tracing::warn!(key = k, "key is not UTF-8 once decoded; not shown");
+                    None
+                }
+            }
+        };
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectInfo {
-                    key: o.key()?.to_string(),
+                    key: decode(o.key()?)?,
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().unwrap_or_default().to_string(),
                     last_modified: to_system_time(o.last_modified()),
@@ -257,7 +275,7 @@ impl ObjectStore for S3Store {
         let prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
+            .filter_map(|p| decode(p.prefix()?))
             .collect();
         let next_token = if out.is_truncated().unwrap_or(false) {
             out.next_continuation_token().map(str::to_string)
