@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_sdk_s3::config::Credentials;
 use clap::Parser;
 
 use crate::cache::PrefetchConfig;
@@ -303,6 +302,8 @@ pub struct MountConfig {
     pub credential_source: String,
     /// Where the store is, for messages (never holds secrets).
     pub endpoint_label: String,
+    /// What was asked of the credential sources, to read them again on SIGHUP.
+    pub credential_request: credentials::Request,
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
@@ -360,14 +361,15 @@ impl MountConfig {
             [s, m] => (Some(s.clone()), m.clone()),
             _ => return Err("expected [BUCKET[:PREFIX]] MOUNTPOINT".into()),
         };
-        let creds = credentials::resolve(
-            &credentials::Request {
-                service_key: cli.service_key.clone(),
-                profile: cli.profile.clone(),
-                anonymous: cli.no_sign_request,
-            },
-            env,
-        )?;
+        let credential_request = credentials::Request {
+            service_key: cli
+                .service_key
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            profile: cli.profile.clone(),
+            anonymous: cli.no_sign_request,
+        };
+        let creds = credentials::resolve(&credential_request, env)?;
         let (bucket, prefix) = match (&source, &creds.bucket) {
             (Some(s), _) => parse_source(s)?,
             (None, Some(b)) => parse_source(b)?,
@@ -404,15 +406,7 @@ impl MountConfig {
         let path_style = cli.force_path_style
             || creds.path_style.unwrap_or(false)
             || endpoint.as_deref().is_some_and(needs_path_style);
-        let credentials = creds.keys.as_ref().map(|k| {
-            Credentials::new(
-                &k.access_key_id,
-                &k.secret_access_key.0,
-                k.session_token.as_ref().map(|t| t.0.clone()),
-                None,
-                "s3mount",
-            )
-        });
+        let credentials = creds.keys.as_ref().map(credentials::sdk_credentials);
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let max_window = cli
             .max_prefetch
@@ -474,6 +468,7 @@ impl MountConfig {
             allow_other: cli.allow_other,
             credential_source: creds.source,
             endpoint_label,
+            credential_request,
         })
     }
 }

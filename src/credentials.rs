@@ -46,6 +46,17 @@ pub struct Request {
     pub anonymous: bool,
 }
 
+/// The SDK's form of a key pair.
+pub fn sdk_credentials(k: &Keys) -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new(
+        &k.access_key_id,
+        &k.secret_access_key.0,
+        k.session_token.as_ref().map(|t| t.0.clone()),
+        None,
+        "s3mount",
+    )
+}
+
 /// A file others can read gets a warning: it holds a secret.
 pub fn warn_if_exposed(path: &Path) {
     if let Ok(md) = fs::metadata(path) {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use fuser::{
@@ -77,9 +77,28 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Seconds since the epoch of the last "access denied" warning.
+static DENIED_LOGGED: AtomicU64 = AtomicU64::new(0);
+
 fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_expected() {
         tracing::debug!(op, error = %e);
+    } else if let FsError::AccessDenied(_) = e {
+        // A revoked key fails every request: one clear line a minute, not one per operation.
+        let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+        let last = DENIED_LOGGED.load(Ordering::Relaxed);
+        if now >= last + 60
+            && DENIED_LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                op,
+                "the store refuses our credentials ({e}); operations fail with EACCES until they are fixed (send SIGHUP after rotating a key)"
+            );
+        } else {
+            tracing::debug!(op, error = %e);
+        }
     } else {
         tracing::warn!(op, error = %e);
     }

@@ -75,6 +75,30 @@ fn raise_read_ahead(mountpoint: &std::path::Path) {
     }
 }
 
+/// SIGHUP: reads the credential source again (a rotated service key, an edited profile).
+fn reload_credentials(store: &S3Store, cfg: &MountConfig) {
+    let resolved =
+        crate::credentials::resolve(&cfg.credential_request, &crate::credentials::ProcessEnv);
+    match resolved {
+        Ok(r) => match r.keys.as_ref().map(crate::credentials::sdk_credentials) {
+            Some(c) => {
+                if store.set_credentials(c) {
+                    tracing::info!("SIGHUP: credentials reloaded from {}", r.source);
+                } else {
+                    tracing::warn!("SIGHUP: mounted anonymously; remount to sign requests");
+                }
+            }
+            None => tracing::warn!(
+                "SIGHUP: {} has no credentials; keeping the current ones",
+                r.source
+            ),
+        },
+        Err(e) => {
+            tracing::error!("SIGHUP: cannot reload credentials: {e}; keeping the current ones")
+        }
+    }
+}
+
 pub fn run(cfg: MountConfig) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,7 +116,7 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         cfg.mountpoint.display()
     );
 
-    let fs = Arc::new(Fs::new(store, cfg.fs.clone()));
+    let fs = Arc::new(Fs::new(store.clone(), cfg.fs.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let inflight = adapter.inflight();
     let opts = crate::mount::Options {
@@ -133,7 +157,7 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload"),
+                _ = hup.recv() => reload_credentials(&store, &cfg),
             }
         }
         tracing::info!("signal received: unmounting {}", cfg.mountpoint.display());

@@ -357,3 +357,50 @@ fn foreground_mount_exits_cleanly_on_unmount() {
     let (status, log) = m.finish();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn sighup_rereads_a_rotated_service_key() {
+    let s = Server::s3s_fs();
+    s.create_bucket("bkt");
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        s.put("bkt", f, f.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    let write = |secret: &str| {
+        write_key(
+            &key,
+            &format!(
+                "{{\"access_key_id\": \"{KEY}\", \"secret_access_key\": \"{secret}\", \"bucket\": \"bkt\"}}"
+            ),
+            0o600,
+        )
+    };
+    write(SECRET);
+    let m = MountBuilder::new(&s, "bkt")
+        .anonymous()
+        .arg("--service-key")
+        .arg(key.to_str().unwrap())
+        .arg("--metadata-ttl")
+        .arg("0")
+        .mount();
+    assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"a.txt");
+    let hup = || {
+        unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The platform revokes the key: operations fail with EACCES and one clear line.
+    write("revoked-secret");
+    hup();
+    let e = fs::read(m.path("b.txt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    assert!(fs::metadata(m.path("c.txt")).is_err());
+    let log = m.log();
+    assert_eq!(log.matches("refuses our credentials").count(), 1, "{log}");
+    assert!(!log.contains("revoked-secret") && !log.contains(SECRET));
+    // A new key is issued: SIGHUP picks it up without remounting.
+    write(SECRET);
+    hup();
+    assert_eq!(fs::read(m.path("c.txt")).unwrap(), b"c.txt");
+    assert!(m.log().contains("credentials reloaded"));
+}

@@ -4,15 +4,19 @@ use std::error::Error as StdError;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
+use aws_sdk_s3::config::{IdentityCache, ProvideCredentials};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use parking_lot::RwLock;
 
 use super::{BodyStream, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError};
 
@@ -29,9 +33,28 @@ pub struct S3Settings {
     pub max_attempts: u32,
 }
 
+/// Credentials that can be swapped while mounted (SIGHUP re-reads the credential source).
+#[derive(Debug, Clone, Default)]
+pub struct Keyring(Arc<RwLock<Option<Credentials>>>);
+
+impl ProvideCredentials for Keyring {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let creds = self.0.read().clone();
+        aws_credential_types::provider::future::ProvideCredentials::ready(creds.ok_or_else(|| {
+            aws_credential_types::provider::error::CredentialsError::not_loaded("no credentials")
+        }))
+    }
+}
+
 pub struct S3Store {
     client: Client,
     bucket: String,
+    keyring: Keyring,
 }
 
 impl S3Store {
@@ -54,13 +77,30 @@ impl S3Store {
             b = b.endpoint_url(ep);
         }
         // Without a credentials provider the SDK falls back to unsigned requests.
+        let keyring = Keyring::default();
         if let Some(c) = &settings.credentials {
-            b = b.credentials_provider(c.clone());
+            *keyring.0.write() = Some(c.clone());
+            // Asked per request (a lock and a clone), so a reload takes effect at once.
+            b = b
+                .credentials_provider(keyring.clone())
+                .identity_cache(IdentityCache::no_cache());
         }
         S3Store {
             client: Client::from_conf(b.build()),
             bucket: settings.bucket.clone(),
+            keyring,
         }
+    }
+
+    /// Switches to new credentials (a rotated key) without remounting. A mount that started
+    /// anonymous stays anonymous.
+    pub fn set_credentials(&self, creds: Credentials) -> bool {
+        let mut k = self.keyring.0.write();
+        if k.is_none() {
+            return false;
+        }
+        *k = Some(creds);
+        true
     }
 
     pub fn client(&self) -> &Client {
