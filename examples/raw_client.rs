@@ -5,6 +5,7 @@
 //!   raw_client ENDPOINT BUCKET put KEY SIZE_MIB                  -> seconds for a multipart upload
 //!   raw_client ENDPOINT BUCKET count PREFIX                      -> keys and bytes under PREFIX
 //!   raw_client ENDPOINT BUCKET put-many PREFIX COUNT SIZE        -> COUNT small objects (setup)
+//!   raw_client ENDPOINT BUCKET put-seq PREFIX COUNT SIZE         -> objects/s, one PUT at a time
 //! Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 
 use std::time::Instant;
@@ -253,6 +254,24 @@ async fn main() {
                 .await
                 .unwrap();
             println!("{:.3}", t.elapsed().as_secs_f64());
+        }
+        "put-seq" => {
+            // One PUT after another, as a sequential `cp` must (each durable before the next).
+            let prefix = args[4].clone();
+            let count: usize = args[5].parse().unwrap();
+            let size: usize = args[6].parse().unwrap();
+            let t = Instant::now();
+            for i in 0..count {
+                let body = ByteStream::from(pseudo_random(size, i as u64 + 3));
+                c.put_object()
+                    .bucket(&bucket)
+                    .key(format!("{prefix}s{i:05}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            println!("{:.0}", count as f64 / t.elapsed().as_secs_f64());
         }
         "put-many" => {
             let prefix = args[4].clone();
