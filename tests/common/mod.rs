@@ -17,12 +17,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_s3mount");
 pub const KEY: &str = "testkey";
 pub const SECRET: &str = "testsecret-never-printed";
 
+/// A port nothing listens on, never the same twice in this process: tests run in parallel,
+/// and the kernel may hand a just-released port to the next bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
@@ -33,6 +43,11 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
         }
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // Whoever answers must be our server, not one that took the port first.
+    std::thread::sleep(Duration::from_millis(50));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited after start ({status}): port {port} taken by another process");
     }
 }
 
