@@ -79,6 +79,12 @@ pub struct Cli {
     /// Listings with at most this many entries are completed with a HEAD each (modes, symlinks)
     #[arg(long, value_name = "N", default_value = "1000")]
     pub list_stat_limit: usize,
+    /// Attempts per request (exponential backoff with jitter between them)
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub retries: u32,
+    /// Seconds one operation may take, retries included; then it fails with EIO/ETIMEDOUT
+    #[arg(long, value_name = "SECONDS", default_value = "120")]
+    pub op_timeout: f64,
     /// Seconds to wait for a TCP connection to the endpoint
     #[arg(long, value_name = "SECONDS", default_value = "5")]
     pub connect_timeout: f64,
@@ -269,6 +275,12 @@ impl Cli {
                 "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
                 "list_stat_limit" => self.list_stat_limit = num(need()?)? as usize,
                 "tmp_dir" => self.tmp_dir = Some(need()?.into()),
+                "retries" => self.retries = num(need()?)?,
+                "op_timeout" => {
+                    self.op_timeout = need()?
+                        .parse()
+                        .map_err(|_| "mount option op_timeout: not a number".to_string())?
+                }
                 "tmp_size" => self.tmp_size = Some(parse_size(need()?)?),
                 "max_inflight_parts" => self.max_inflight_parts = num(need()?)? as usize,
                 "connect_timeout" => {
@@ -457,7 +469,8 @@ impl MountConfig {
                 path_style,
                 connect_timeout: Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
                 read_timeout: Duration::from_secs(30),
-                max_attempts: 3,
+                max_attempts: cli.retries.max(1),
+                op_timeout: Duration::from_secs_f64(cli.op_timeout.max(1.0)),
             },
             bucket,
             prefix,

@@ -10,8 +10,8 @@ use crate::cli::MountConfig;
 use crate::fs::Fs;
 use crate::fs::names::Keys;
 use crate::fuse::FuseAdapter;
+use crate::store::StoreError;
 use crate::store::s3::S3Store;
-use crate::store::{ObjectStore, StoreError};
 
 /// Threads reading requests from /dev/fuse; replies come from tokio tasks.
 const FUSE_THREADS: usize = 2;
@@ -46,7 +46,7 @@ fn explain(cfg: &MountConfig, e: &StoreError) -> String {
 
 async fn preflight(store: &S3Store, cfg: &MountConfig) -> Result<(), String> {
     let prefix = Keys::new(&cfg.prefix).dir("");
-    match tokio::time::timeout(PREFLIGHT_TIMEOUT, store.list(&prefix, true, None, Some(1))).await {
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, store.check(&prefix)).await {
         Err(_) => Err(format!(
             "no answer from {} within {}s",
             cfg.endpoint_label,

@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 
 use super::block::{BlockCache, BlockKey};
 use crate::error::FsError;
-use crate::store::{ObjectStore, collect};
+use crate::store::{BODY_ATTEMPTS, ObjectStore, read_range};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PrefetchConfig {
@@ -178,11 +178,7 @@ impl<S: ObjectStore> Prefetcher<S> {
 
         match plan {
             Plan::Direct => {
-                let body = self
-                    .store
-                    .get_range(&self.key, offset..end, Some(&self.etag))
-                    .await?;
-                Ok(collect(body).await?)
+                Ok(read_range(&*self.store, &self.key, offset..end, Some(&self.etag)).await?)
             }
             Plan::Blocks(sources) => {
                 let mut parts = Vec::with_capacity(sources.len());
@@ -263,42 +259,55 @@ impl<S: ObjectStore> Prefetcher<S> {
                     s.send_replace(Some(Err(e.clone())));
                 }
             };
-            let mut body = match store.get_range(&key, range.clone(), Some(&etag)).await {
-                Ok(b) => b,
-                Err(e) => return publish_err(&senders, e.into()),
-            };
             let pool = cache.pool().clone();
             let mut buf = pool.take();
             let mut index = first;
-            while let Some(chunk) = body.next().await {
-                let mut chunk = match chunk {
-                    Ok(c) => c,
+            let mut failures = 0;
+            // A body that breaks off is resumed from the first byte not received (If-Match
+            // keeps it the same version); the SDK retries requests, not bodies.
+            while index < end {
+                let pos = index * bs + buf.len() as u64;
+                let mut body = match store.get_range(&key, pos..range.end, Some(&etag)).await {
+                    Ok(b) => b,
                     Err(e) => return publish_err(&senders[(index - first) as usize..], e.into()),
                 };
-                while !chunk.is_empty() && index < end {
-                    let want = (bs.min(size - index * bs)) as usize;
-                    let take = (want - buf.len()).min(chunk.len());
-                    buf.extend_from_slice(&chunk.split_to(take));
-                    if buf.len() == want {
-                        let block = pool.freeze(std::mem::replace(&mut buf, pool.take()));
-                        cache.insert(
-                            BlockKey {
-                                key: key.clone(),
-                                etag: etag.clone(),
-                                index,
-                            },
-                            block.clone(),
-                        );
-                        senders[(index - first) as usize].send_replace(Some(Ok(block)));
-                        index += 1;
+                let mut broke = None;
+                while let Some(chunk) = body.next().await {
+                    let mut chunk = match chunk {
+                        Ok(c) => c,
+                        Err(e) => {
+                            broke = Some(FsError::from(e));
+                            break;
+                        }
+                    };
+                    while !chunk.is_empty() && index < end {
+                        let want = (bs.min(size - index * bs)) as usize;
+                        let take = (want - buf.len()).min(chunk.len());
+                        buf.extend_from_slice(&chunk.split_to(take));
+                        if buf.len() == want {
+                            let block = pool.freeze(std::mem::replace(&mut buf, pool.take()));
+                            cache.insert(
+                                BlockKey {
+                                    key: key.clone(),
+                                    etag: etag.clone(),
+                                    index,
+                                },
+                                block.clone(),
+                            );
+                            senders[(index - first) as usize].send_replace(Some(Ok(block)));
+                            index += 1;
+                        }
                     }
                 }
-            }
-            if index < end {
-                publish_err(
-                    &senders[(index - first) as usize..],
-                    FsError::Io("the store returned fewer bytes than asked for".into()),
-                );
+                if index < end {
+                    failures += 1;
+                    if failures >= BODY_ATTEMPTS {
+                        let e = broke.unwrap_or_else(|| {
+                            FsError::Io("the store returned fewer bytes than asked for".into())
+                        });
+                        return publish_err(&senders[(index - first) as usize..], e);
+                    }
+                }
             }
         });
         st.tasks.push((end, task.abort_handle()));

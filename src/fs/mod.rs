@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::cache::{BlockCache, PrefetchConfig, Prefetcher};
 use crate::error::FsError;
-use crate::store::{ObjectInfo, ObjectStore, StoreError, collect};
+use crate::store::{ObjectInfo, ObjectStore, StoreError};
 use crate::upload::WriteState;
 use crate::upload::state::Budget;
 use inode::{Inodes, ROOT};
@@ -768,11 +768,7 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::Invalid);
         }
         let key = self.keys.file(&path)?;
-        let body = self
-            .store
-            .get_range(&key, 0..found.size.max(1), None)
-            .await?;
-        Ok(collect(body).await?)
+        Ok(crate::store::read_range(&*self.store, &key, 0..found.size, None).await?)
     }
 }
 

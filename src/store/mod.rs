@@ -1,5 +1,6 @@
 //! The object-store boundary: a small trait the filesystem is generic over, one flat error enum.
 
+pub mod fault;
 pub mod memory;
 pub mod s3;
 
@@ -144,16 +145,44 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Reads a whole body stream into one buffer.
-pub async fn collect(mut body: BodyStream) -> Result<Bytes, StoreError> {
+/// Times a response body may break off mid-way (a dropped connection) and be resumed. The SDK
+/// retries requests; a body already being read is ours to resume.
+pub const BODY_ATTEMPTS: usize = 5;
+
+/// Reads all of `range`, resuming from the first byte not yet received when a body breaks off
+/// or ends short. With `etag`, every attempt carries If-Match, so a resumed read cannot mix two
+/// versions of the object.
+pub async fn read_range<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    range: Range<u64>,
+    etag: Option<&str>,
+) -> Result<Bytes, StoreError> {
     use futures::StreamExt;
-    let mut chunks = Vec::new();
-    while let Some(chunk) = body.next().await {
-        chunks.push(chunk?);
+    let len = (range.end - range.start) as usize;
+    let mut out = bytes::BytesMut::with_capacity(len);
+    let mut failures = 0;
+    while out.len() < len {
+        let start = range.start + out.len() as u64;
+        let mut body = store.get_range(key, start..range.end, etag).await?;
+        let mut broke = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => out.extend_from_slice(&c[..c.len().min(len - out.len())]),
+                Err(e) => {
+                    broke = Some(e);
+                    break;
+                }
+            }
+        }
+        if out.len() < len {
+            failures += 1;
+            let e = broke.unwrap_or_else(|| StoreError::Other("response body ended early".into()));
+            if failures >= BODY_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::debug!(key, "resuming a broken response body: {e}");
+        }
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap(),
-        _ => Bytes::from(chunks.concat()),
-    })
+    Ok(out.freeze())
 }

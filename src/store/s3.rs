@@ -31,6 +31,8 @@ pub struct S3Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_attempts: u32,
+    /// Bound on one operation, retries included: a store that stays down fails it in time.
+    pub op_timeout: Duration,
 }
 
 /// Credentials that can be swapped while mounted (SIGHUP re-reads the credential source).
@@ -70,9 +72,16 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(settings.connect_timeout)
                     .read_timeout(settings.read_timeout)
+                    .operation_timeout(settings.op_timeout)
                     .build(),
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)));
+            // Exponential backoff with jitter on throttling, 5xx and dropped connections.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(50))
+                    .with_max_backoff(Duration::from_secs(5)),
+            );
         if let Some(ep) = &settings.endpoint {
             b = b.endpoint_url(ep);
         }
@@ -105,6 +114,25 @@ impl S3Store {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The mount-time check: one listing, tried twice at most, so a wrong endpoint fails fast.
+    pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .max_keys(1)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(RetryConfig::standard().with_max_attempts(2)),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn err<E>(&self, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError

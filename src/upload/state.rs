@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::plan::{self, Part, RangeSet};
 use crate::error::FsError;
-use crate::store::{ObjectStore, PutOptions, StoreError, collect};
+use crate::store::{ObjectStore, PutOptions, StoreError, read_range};
 
 /// The object a file's unchanged bytes come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -540,8 +540,7 @@ async fn assemble<S: ObjectStore>(
     if let Some(b) = &g.base {
         let limit = b.size.min(g.base_valid);
         for gap in g.dirty.gaps(range.start..range.end.min(limit)) {
-            let body = store.get_range(&b.key, gap.clone(), Some(&b.etag)).await?;
-            let bytes = collect(body).await?;
+            let bytes = read_range(store, &b.key, gap.clone(), Some(&b.etag)).await?;
             if bytes.len() as u64 != gap.end - gap.start {
                 return Err(FsError::Io("short read of the old object".into()));
             }
