@@ -355,6 +355,11 @@ impl<'a> MountBuilder<'a> {
         self.args.push(a.to_string());
         self
     }
+    /// Points the mount somewhere else than the server (a proxy in front of it).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.args[1] = url.to_string();
+        self
+    }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
         self

@@ -1,0 +1,257 @@
+//! Transient faults between the mount and a real S3 server: a proxy on 127.0.0.1 forwards to
+//! moto and, on a seeded schedule, answers 503 SlowDown or 500, cuts responses mid-way, or
+//! stalls. Every operation must still succeed, and the bucket (checked directly, not through
+//! the proxy) must hold exactly what was written. A store that stays down must fail operations
+//! within the configured bound.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{MountBuilder, Server, close, pattern, sh, write_file};
+
+const B: &str = "bkt";
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    faults: AtomicU64,
+}
+
+struct Proxy {
+    endpoint: String,
+    counts: Arc<Counts>,
+    down: Arc<AtomicBool>,
+}
+
+fn read_request(c: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = c.read(&mut byte).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if head.contains("expect: 100-continue") {
+        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    while buf.len() < head_end + len {
+        let n = c.read(&mut byte).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    }
+    // One request per connection: the upstream answers and closes.
+    let text = String::from_utf8_lossy(&buf[..head_end])
+        .replace("Expect: 100-continue\r\n", "")
+        .replace("expect: 100-continue\r\n", "");
+    let mut out = text.into_bytes();
+    out.extend_from_slice(&buf[head_end..]);
+    Some(out)
+}
+
+fn error_response(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl Proxy {
+    /// Faults hit about `percent`% of requests, chosen by a generator seeded with `seed`.
+    fn start(upstream: &str, percent: u64, seed: u64) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let counts = Arc::new(Counts::default());
+        let down = Arc::new(AtomicBool::new(false));
+        let rng = Arc::new(Mutex::new(seed));
+        let (c2, d2) = (counts.clone(), down.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let (upstream, counts, down, rng) =
+                    (upstream.clone(), c2.clone(), d2.clone(), rng.clone());
+                std::thread::spawn(move || {
+                    let Some(request) = read_request(&mut client) else {
+                        return;
+                    };
+                    counts.requests.fetch_add(1, Ordering::Relaxed);
+                    if down.load(Ordering::Relaxed) {
+                        let _ = client.write_all(&error_response(
+                            "503 Service Unavailable",
+                            "ServiceUnavailable",
+                        ));
+                        return;
+                    }
+                    let roll = {
+                        let mut x = rng.lock().unwrap();
+                        *x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (*x >> 33) % 400
+                    };
+                    let fault = roll < percent * 4;
+                    if fault {
+                        counts.faults.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match (fault, roll % 4) {
+                        (true, 0) => {
+                            let _ = client.write_all(&error_response("503 Slow Down", "SlowDown"));
+                            return;
+                        }
+                        (true, 1) => {
+                            let _ = client.write_all(&error_response(
+                                "500 Internal Server Error",
+                                "InternalError",
+                            ));
+                            return;
+                        }
+                        (true, 3) => std::thread::sleep(Duration::from_millis(1500)),
+                        _ => {}
+                    }
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if up.write_all(&request).is_err() {
+                        return;
+                    }
+                    let mut response = Vec::new();
+                    let _ = up.read_to_end(&mut response);
+                    if fault && roll % 4 == 2 {
+                        // The connection drops in the middle of the response.
+                        response.truncate(response.len() / 2);
+                    }
+                    let _ = client.write_all(&response);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy {
+            endpoint,
+            counts,
+            down,
+        }
+    }
+}
+
+#[test]
+fn operations_succeed_through_transient_faults_and_nothing_is_corrupt() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    let big = pattern(20 << 20, 31);
+    s.put(B, "pre/existing.bin", &big);
+    let proxy = Proxy::start(&s.endpoint, 15, 7);
+    let m = MountBuilder::new(&s, B)
+        .endpoint(&proxy.endpoint)
+        .arg("--metadata-ttl")
+        .arg("0")
+        .mount();
+    // Writes: small files, a streamed multipart file, an append that copies server-side.
+    let mut files = Vec::new();
+    for i in 0..8 {
+        let data = pattern(300_000 + i * 1000, 100 + i as u64);
+        write_file(&m.path(&format!("f{i}")), &data);
+        files.push((format!("f{i}"), data));
+    }
+    let stream = pattern(30 << 20, 41);
+    write_file(&m.path("stream.bin"), &stream);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("pre/existing.bin"))
+        .unwrap();
+    f.write_all(b"appended").unwrap();
+    close(f);
+    // Reads, listings, renames and directories.
+    for (name, data) in &files {
+        assert!(std::fs::read(m.path(name)).unwrap() == *data, "{name}");
+    }
+    assert!(std::fs::read(m.path("stream.bin")).unwrap() == stream);
+    sh(
+        &m.dir,
+        "mkdir -p d/e && mv f0 d/e/moved && ls -lR . > /dev/null && rm f1",
+    );
+    let faults = proxy.counts.faults.load(Ordering::Relaxed);
+    let requests = proxy.counts.requests.load(Ordering::Relaxed);
+    drop(m);
+    // The bucket, seen directly: everything written, nothing corrupt, nothing left behind.
+    assert!(s.get(B, "stream.bin") == stream);
+    let mut want = big.clone();
+    want.extend_from_slice(b"appended");
+    assert!(s.get(B, "pre/existing.bin") == want);
+    assert!(s.get(B, "d/e/moved") == files[0].1);
+    assert!(s.try_get(B, "f1").is_none());
+    for (name, data) in &files[2..] {
+        assert!(s.get(B, name) == *data, "{name}");
+    }
+    let uploads = s
+        .block_on(s.client.list_multipart_uploads().bucket(B).send())
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "no multipart upload left behind"
+    );
+    eprintln!("faults injected: {faults} of {requests} requests");
+    assert!(faults >= 10, "only {faults} faults in {requests} requests");
+}
+
+#[test]
+fn a_store_that_stays_down_fails_operations_in_bounded_time() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    s.put(B, "x", b"x");
+    let proxy = Proxy::start(&s.endpoint, 0, 1);
+    let m = MountBuilder::new(&s, B)
+        .endpoint(&proxy.endpoint)
+        .arg("--metadata-ttl")
+        .arg("0")
+        .arg("--op-timeout")
+        .arg("3")
+        .mount();
+    proxy.down.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    let e = std::fs::metadata(m.path("not-cached")).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
+        "{e}"
+    );
+    let t = Instant::now();
+    let e = std::fs::write(m.path("new"), b"y").unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
+        "{e}"
+    );
+    // Back up: the same mount works again.
+    proxy.down.store(false, Ordering::Relaxed);
+    assert_eq!(std::fs::read(m.path("x")).unwrap(), b"x");
+}
