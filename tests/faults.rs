@@ -255,3 +255,50 @@ fn a_store_that_stays_down_fails_operations_in_bounded_time() {
     proxy.down.store(false, Ordering::Relaxed);
     assert_eq!(std::fs::read(m.path("x")).unwrap(), b"x");
 }
+
+#[test]
+fn kill_9_during_a_write_leaves_old_or_new_content_and_a_remount_works() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    let old = pattern(2 << 20, 50);
+    s.put(B, "victim", &old);
+    let m = MountBuilder::new(&s, B).mount();
+    let path = m.path("victim");
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&path).unwrap();
+        let new = pattern(40 << 20, 51);
+        for chunk in new.chunks(1 << 20) {
+            if f.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = f.sync_all();
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    let _ = writer.join();
+    common::unmount(&m.dir); // the dead connection
+    let got = s.get(B, "victim");
+    assert!(
+        got == old || got == pattern(40 << 20, 51),
+        "only old or new content, never a mix"
+    );
+    // A remount on the same directory works at once.
+    let home = tempfile::tempdir().unwrap();
+    let out = common::run_s3mount(
+        &[B, m.dir.to_str().unwrap(), "--endpoint", &s.endpoint],
+        &[
+            ("AWS_ACCESS_KEY_ID", common::KEY),
+            ("AWS_SECRET_ACCESS_KEY", common::SECRET),
+        ],
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(m.path("victim")).unwrap() == got);
+    drop(m); // unmounts the remount too
+}
