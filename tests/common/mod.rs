@@ -181,17 +181,8 @@ impl Server {
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        self.block_on(async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            out.body.collect().await.unwrap().into_bytes().to_vec()
-        })
+        self.try_get(bucket, key)
+            .unwrap_or_else(|| panic!("get {key}: no such object"))
     }
 
     pub fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
