@@ -70,10 +70,6 @@ impl BlockCache {
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }
-
-    pub fn capacity(&self) -> usize {
-        self.inner.lock().capacity
-    }
 }
 
 #[cfg(test)]

@@ -26,10 +26,6 @@ impl<S> Faulty<S> {
             cuts: AtomicU64::new(0),
         }
     }
-
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: ObjectStore> ObjectStore for Faulty<S> {

@@ -112,10 +112,6 @@ impl S3Store {
         true
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The mount-time check: one listing, tried twice at most, so a wrong endpoint fails fast.
     pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
         self.client
