@@ -225,10 +225,7 @@ impl<S: ObjectStore> Fs<S> {
                     etag: obj.etag.clone(),
                     size: obj.size,
                 }),
-                PutOptions {
-                    content_type: obj.content_type.clone(),
-                    user_meta: obj.user_meta.clone().unwrap_or_default(),
-                },
+                obj.put_options(),
             ),
             Err(StoreError::NotFound) if truncate => (None, PutOptions::default()),
             Err(e) => return Err(e.into()),
@@ -588,10 +585,7 @@ impl<S: ObjectStore> Fs<S> {
         };
         match self.store.head(&key).await {
             Ok(obj) => {
-                let mut opts = PutOptions {
-                    content_type: obj.content_type.clone(),
-                    user_meta: obj.user_meta.clone().unwrap_or_default(),
-                };
+                let mut opts = obj.put_options();
                 change(&mut opts.user_meta);
                 if kind == Kind::Dir && obj.size == 0 {
                     // A marker has no content: writing it again is simpler than a copy onto
@@ -633,10 +627,7 @@ impl<S: ObjectStore> Fs<S> {
             Some(m) => m,
             None => {
                 let obj = self.store.head(src).await?;
-                PutOptions {
-                    content_type: obj.content_type,
-                    user_meta: obj.user_meta.unwrap_or_default(),
-                }
+                obj.put_options()
             }
         };
         let part = plan::part_size(size).max(1 << 30);

@@ -55,6 +55,21 @@ impl MemoryStore {
         self.put_now(key, body.into(), opts);
     }
 
+    fn stored(&self, key: &str) -> Result<Stored, StoreError> {
+        self.objects
+            .lock()
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+
+    fn add_part(&self, upload_id: &str, part: i32, body: Bytes) -> Result<(), StoreError> {
+        let mut uploads = self.uploads.lock();
+        let up = uploads.get_mut(upload_id).ok_or(StoreError::NotFound)?;
+        up.2.insert(part, body);
+        Ok(())
+    }
+
     fn put_now(&self, key: &str, body: Bytes, opts: PutOptions) -> String {
         let etag = format!("\"v{}\"", self.version.fetch_add(1, Ordering::Relaxed));
         let info = ObjectInfo {
@@ -89,12 +104,7 @@ impl ObjectStore for MemoryStore {
         etag: Option<&str>,
     ) -> Result<BodyStream, StoreError> {
         self.counters.get.fetch_add(1, Ordering::Relaxed);
-        let stored = self
-            .objects
-            .lock()
-            .get(key)
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
+        let stored = self.stored(key)?;
         if etag.is_some_and(|e| e != stored.info.etag) {
             return Err(StoreError::PreconditionFailed);
         }
@@ -194,16 +204,8 @@ impl ObjectStore for MemoryStore {
         meta: Option<PutOptions>,
     ) -> Result<String, StoreError> {
         self.counters.copy.fetch_add(1, Ordering::Relaxed);
-        let stored = self
-            .objects
-            .lock()
-            .get(src)
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
-        let opts = meta.unwrap_or(PutOptions {
-            content_type: stored.info.content_type.clone(),
-            user_meta: stored.info.user_meta.clone().unwrap_or_default(),
-        });
+        let stored = self.stored(src)?;
+        let opts = meta.unwrap_or(stored.info.put_options());
         Ok(self.put_now(dst, stored.body, opts))
     }
 
@@ -225,9 +227,7 @@ impl ObjectStore for MemoryStore {
         self.counters
             .bytes_uploaded
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        let mut uploads = self.uploads.lock();
-        let up = uploads.get_mut(upload_id).ok_or(StoreError::NotFound)?;
-        up.2.insert(part, body);
+        self.add_part(upload_id, part, body)?;
         Ok(format!("\"p{part}\""))
     }
 
@@ -241,12 +241,7 @@ impl ObjectStore for MemoryStore {
         range: Range<u64>,
     ) -> Result<String, StoreError> {
         self.counters.copy.fetch_add(1, Ordering::Relaxed);
-        let stored = self
-            .objects
-            .lock()
-            .get(src)
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
+        let stored = self.stored(src)?;
         if stored.info.etag != src_etag {
             return Err(StoreError::PreconditionFailed);
         }
@@ -254,9 +249,7 @@ impl ObjectStore for MemoryStore {
             return Err(StoreError::Other("copy range past the end".into()));
         }
         let body = stored.body.slice(range.start as usize..range.end as usize);
-        let mut uploads = self.uploads.lock();
-        let up = uploads.get_mut(upload_id).ok_or(StoreError::NotFound)?;
-        up.2.insert(part, body);
+        self.add_part(upload_id, part, body)?;
         Ok(format!("\"c{part}\""))
     }
 

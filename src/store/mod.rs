@@ -26,6 +26,17 @@ pub struct ObjectInfo {
     pub user_meta: Option<HashMap<String, String>>,
 }
 
+impl ObjectInfo {
+    /// This object's content type and user metadata, to write them again (a copy with
+    /// metadata REPLACE, a rewritten object) keeping every header it had.
+    pub fn put_options(&self) -> PutOptions {
+        PutOptions {
+            content_type: self.content_type.clone(),
+            user_meta: self.user_meta.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// One page of a ListObjectsV2 call.
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
