@@ -16,6 +16,14 @@ pub fn check_name(name: &str) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Checks a name to create: one that can never exist (empty, `.`, `..`, with `/`) is EINVAL.
+pub fn check_new_name(name: &str) -> Result<(), FsError> {
+    check_name(name).map_err(|e| match e {
+        FsError::NotFound => FsError::Invalid,
+        e => e,
+    })
+}
+
 /// Whether a key segment found in a listing can be shown as a directory entry.
 pub fn showable(segment: &str) -> bool {
     !segment.is_empty()

@@ -187,10 +187,7 @@ impl<S: ObjectStore> Fs<S> {
     /// Checks a new entry's name and returns (parent path, path, key).
     fn new_entry(&self, parent: u64, name: &str) -> Result<(String, String, String), FsError> {
         self.check_writable()?;
-        names::check_name(name).map_err(|e| match e {
-            FsError::NotFound => FsError::Invalid,
-            e => e,
-        })?;
+        names::check_new_name(name)?;
         let parent_path = self.dir_path(parent)?;
         let path = names::join(&parent_path, name);
         let key = self.keys.file(&path)?;
@@ -732,10 +729,7 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::Invalid);
         }
         names::check_name(name)?;
-        names::check_name(new_name).map_err(|e| match e {
-            FsError::NotFound => FsError::Invalid,
-            e => e,
-        })?;
+        names::check_new_name(new_name)?;
         let src_parent = self.dir_path(parent)?;
         let dst_parent = self.dir_path(new_parent)?;
         let src_path = names::join(&src_parent, name);
