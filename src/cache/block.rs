@@ -50,6 +50,11 @@ impl BlockCache {
         self.inner.lock().lru.get(k).cloned()
     }
 
+    /// Whether a block is cached, without touching its recency (scheduling only probes).
+    pub fn contains(&self, k: &BlockKey) -> bool {
+        self.inner.lock().lru.contains(k)
+    }
+
     pub fn insert(&self, k: BlockKey, data: Bytes) {
         let mut g = self.inner.lock();
         if data.len() > g.capacity {

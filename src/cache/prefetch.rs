@@ -220,8 +220,7 @@ impl<S: ObjectStore> Prefetcher<S> {
         let per_request = (st.window.min(self.cfg.max_request) / self.cfg.block_size).max(1);
         let mut run_start: Option<u64> = None;
         for i in from..to {
-            let missing =
-                !st.inflight.contains_key(&i) && self.cache.get(&self.block_key(i)).is_none();
+            let missing = !st.inflight.contains_key(&i) && !self.cache.contains(&self.block_key(i));
             match (missing, run_start) {
                 (true, None) => run_start = Some(i),
                 (true, Some(s)) if i - s == per_request => {
