@@ -98,6 +98,15 @@ pub struct Cli {
     /// Part uploads in flight per file being written (each holds one part, 8 MiB or more, in memory)
     #[arg(long, value_name = "N", default_value = "4")]
     pub max_inflight_parts: usize,
+    /// Where the record of uploads in progress is kept, so that a later mount can abort what a
+    /// killed one left behind (default: /var/lib/s3mount/uploads for root, else
+    /// $XDG_STATE_HOME or ~/.local/state, under s3mount/uploads)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Leave alone the multipart uploads that an earlier s3mount of this bucket started and
+    /// never finished because it was killed (by default the mount aborts them)
+    #[arg(long)]
+    pub keep_stale_uploads: bool,
     /// No extended attributes: the kernel stops asking, which saves `ls -l` a round trip per
     /// file (coreutils asks for security.selinux)
     #[arg(long)]
@@ -275,6 +284,8 @@ impl Cli {
                 "max_prefetch" => self.max_prefetch = Some(parse_size(need()?)?),
                 "list_stat_limit" => self.list_stat_limit = num(need()?)? as usize,
                 "tmp_dir" => self.tmp_dir = Some(need()?.into()),
+                "state_dir" => self.state_dir = Some(need()?.into()),
+                "keep_stale_uploads" => self.keep_stale_uploads = true,
                 "retries" => self.retries = num(need()?)?,
                 "op_timeout" => {
                     self.op_timeout = need()?
@@ -316,6 +327,10 @@ pub struct MountConfig {
     pub endpoint_label: String,
     /// What was asked of the credential sources, to read them again on SIGHUP.
     pub credential_request: credentials::Request,
+    /// Where the upload journal lives (`None`: no journal, no clean-up).
+    pub state_dir: Option<PathBuf>,
+    /// Abort the uploads that killed s3mount processes left in this bucket.
+    pub abort_stale_uploads: bool,
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
@@ -482,6 +497,11 @@ impl MountConfig {
             credential_source: creds.source,
             endpoint_label,
             credential_request,
+            state_dir: cli
+                .state_dir
+                .clone()
+                .or_else(crate::upload::journal::default_dir),
+            abort_stale_uploads: !cli.keep_stale_uploads,
         })
     }
 }

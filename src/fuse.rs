@@ -425,7 +425,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -435,11 +435,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let fs = self.fs.clone();
+        let (fs, tid) = (self.fs.clone(), req.pid());
         let data = data.to_vec();
         self.spawn(
             "write",
-            async move { fs.write(fh.0, offset, &data).await },
+            async move { fs.write(fh.0, offset, &data, tid).await },
             move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
@@ -449,16 +449,18 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn("flush", async move { fs.flush(fh.0).await }, move |r| {
-            reply_empty(reply, r)
-        });
+        let (fs, tid) = (self.fs.clone(), req.pid());
+        self.spawn(
+            "flush",
+            async move { fs.flush(fh.0, Some(tid)).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn release(
@@ -488,9 +490,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn("fsync", async move { fs.flush(fh.0).await }, move |r| {
-            reply_empty(reply, r)
-        });
+        self.spawn(
+            "fsync",
+            async move { fs.flush(fh.0, None).await },
+            move |r| reply_empty(reply, r),
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

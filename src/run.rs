@@ -12,6 +12,7 @@ use crate::fs::names::Keys;
 use crate::fuse::FuseAdapter;
 use crate::store::StoreError;
 use crate::store::s3::S3Store;
+use crate::upload::journal::{Journal, abort_orphaned};
 
 /// Threads reading requests from /dev/fuse; replies come from tokio tasks.
 const FUSE_THREADS: usize = 2;
@@ -75,6 +76,19 @@ fn raise_read_ahead(mountpoint: &std::path::Path) {
     }
 }
 
+/// This process's record of uploads in progress (none on a read-only mount, which starts none).
+fn upload_journal(cfg: &MountConfig) -> Option<Journal> {
+    let dir = cfg.state_dir.as_ref().filter(|_| !cfg.fs.read_only)?;
+    Journal::create(dir, &cfg.endpoint_label, &cfg.bucket)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "no upload journal in {}: {e}; uploads left by a crash will not be cleaned up",
+                dir.display()
+            )
+        })
+        .ok()
+}
+
 /// SIGHUP: reads the credential source again (a rotated service key, an edited profile).
 fn reload_credentials(store: &S3Store, cfg: &MountConfig) {
     let resolved =
@@ -105,8 +119,24 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         .thread_name("s3mount-io")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let store = Arc::new(S3Store::new(&cfg.s3));
+    let store = S3Store::new(&cfg.s3);
     rt.block_on(preflight(&store, &cfg))?;
+    let store = Arc::new(match upload_journal(&cfg) {
+        Some(j) => store.with_journal(j),
+        None => store,
+    });
+    if let (Some(dir), true, false) = (&cfg.state_dir, cfg.abort_stale_uploads, cfg.fs.read_only) {
+        let (store, dir) = (store.clone(), dir.clone());
+        let (endpoint, bucket) = (cfg.endpoint_label.clone(), cfg.bucket.clone());
+        rt.spawn(async move {
+            let n = abort_orphaned(&*store, &dir, &endpoint, &bucket).await;
+            if n > 0 {
+                tracing::info!(
+                    "aborted {n} multipart uploads that a killed s3mount left in {bucket}"
+                );
+            }
+        });
+    }
     tracing::info!(
         bucket = %cfg.bucket,
         prefix = %cfg.prefix,

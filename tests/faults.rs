@@ -204,13 +204,7 @@ fn operations_succeed_through_transient_faults_and_nothing_is_corrupt() {
     for (name, data) in &files[2..] {
         assert!(s.get(B, name) == *data, "{name}");
     }
-    let uploads = s
-        .block_on(s.client.list_multipart_uploads().bucket(B).send())
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "no multipart upload left behind"
-    );
+    assert_eq!(s.pending_uploads(B), 0, "no multipart upload left behind");
     eprintln!("faults injected: {faults} of {requests} requests");
     assert!(faults >= 10, "only {faults} faults in {requests} requests");
 }
@@ -301,4 +295,82 @@ fn kill_9_during_a_write_leaves_old_or_new_content_and_a_remount_works() {
     );
     assert!(std::fs::read(m.path("victim")).unwrap() == got);
     drop(m); // unmounts the remount too
+}
+
+#[test]
+fn a_streaming_write_rides_out_a_server_restart() {
+    let mut s = Server::s3s_fs();
+    s.create_bucket(B);
+    let m = MountBuilder::new(&s, B).mount();
+    let data = pattern(40 << 20, 60);
+    let mut f = std::fs::File::create(m.path("big")).unwrap();
+    // Two parts go out while the server is up.
+    f.write_all(&data[..20 << 20]).unwrap();
+    s.stop();
+    let started = Instant::now();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        s.restart_s3s_fs();
+        s
+    });
+    // Parts sent while it is down are retried until it is back.
+    f.write_all(&data[20 << 20..]).unwrap();
+    close(f);
+    let s = restarter.join().unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        s.get(B, "big") == data,
+        "the object is exactly what was written"
+    );
+    assert_eq!(s.pending_uploads(B), 0, "no multipart upload left behind");
+    drop(m);
+}
+
+#[test]
+fn a_later_mount_aborts_the_uploads_a_killed_mount_left() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap().to_string();
+    let wait_for = |want: usize, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while s.pending_uploads(B) != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.pending_uploads(B)
+    };
+    let m = MountBuilder::new(&s, B)
+        .arg("--state-dir")
+        .arg(&state)
+        .mount();
+    let mut f = std::fs::File::create(m.path("big")).unwrap();
+    f.write_all(&pattern(24 << 20, 80)).unwrap();
+    assert_eq!(wait_for(1, 10), 1, "a part went out: the upload is open");
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    drop(f);
+    common::unmount(&m.dir);
+    drop(m);
+    assert_eq!(s.pending_uploads(B), 1, "the killed mount left its upload");
+
+    // Asked to keep them, a mount leaves them.
+    let kept = MountBuilder::new(&s, B)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("-o")
+        .arg("keep_stale_uploads")
+        .mount();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.pending_uploads(B), 1);
+    drop(kept);
+
+    let again = MountBuilder::new(&s, B)
+        .arg("--state-dir")
+        .arg(&state)
+        .mount();
+    assert_eq!(wait_for(0, 15), 0, "the next mount aborts the upload");
+    assert!(s.try_get(B, "big").is_none(), "no partial object");
+    // What is left in the state directory is the live mount's own record.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
+    drop(again);
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }

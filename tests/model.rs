@@ -222,15 +222,15 @@ async fn apply_fs(fs: &Fs<MemoryStore>, op: &Op) -> Result<(), FsError> {
         Op::Create(p, data) => {
             let dir = resolve_dir(fs, parent(p)).await?;
             let (attr, o) = fs.create(dir, name(p), 0o644, 0, true, ME).await?;
-            fs.write(o.fh, 0, data).await?;
-            fs.flush(o.fh).await?;
+            fs.write(o.fh, 0, data, 1).await?;
+            fs.flush(o.fh, None).await?;
             fs.release(attr.ino, o.fh).await
         }
         Op::Write(p, off, data) => {
             let ino = resolve(fs, p).await?;
             let o = fs.open(ino, true, false).await?;
-            fs.write(o.fh, *off, data).await?;
-            fs.flush(o.fh).await?;
+            fs.write(o.fh, *off, data, 1).await?;
+            fs.flush(o.fh, None).await?;
             fs.release(ino, o.fh).await
         }
         Op::Truncate(p, len) => {

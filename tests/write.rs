@@ -80,6 +80,27 @@ fn shell_redirects_cp_and_s3fs_headers() {
 }
 
 #[test]
+fn a_child_closing_an_inherited_descriptor_does_not_commit_a_file_being_written() {
+    let s = Server::moto();
+    s.create_bucket(B);
+    let m = MountBuilder::new(&s, B).mount();
+    let data = pattern(24 << 20, 70);
+    let mut f = fs::File::create(m.path("log")).unwrap();
+    f.write_all(&data[..12 << 20]).unwrap();
+    // The child gets the descriptor at fork and closes it when it execs and when it exits.
+    let st = std::process::Command::new("true").status().unwrap();
+    assert!(st.success());
+    assert!(
+        s.try_get(B, "log").is_none(),
+        "not committed half-written by someone else's close"
+    );
+    f.write_all(&data[12 << 20..]).unwrap();
+    close(f);
+    assert!(s.get(B, "log") == data);
+    assert_eq!(s.pending_uploads(B), 0);
+}
+
+#[test]
 fn durable_at_close_and_fsync() {
     let (s, m) = setup();
     let mut f = fs::File::create(m.path("d.txt")).unwrap();

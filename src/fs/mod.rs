@@ -4,6 +4,7 @@
 pub mod inode;
 pub mod meta;
 pub mod names;
+mod process;
 pub mod write;
 pub mod xattr;
 
@@ -163,7 +164,23 @@ enum FileHandle<S> {
     /// Reads one version of an object.
     Read(Prefetcher<S>),
     /// Reads and writes the pending content of an inode (shared by all its write handles).
-    Write(u64),
+    Write(WriteHandle),
+}
+
+struct WriteHandle {
+    ino: u64,
+    /// Threads that wrote through this handle: a close by any other process (a child closing
+    /// an inherited descriptor) does not commit a file in the middle of being written.
+    writers: parking_lot::Mutex<Vec<u32>>,
+}
+
+impl WriteHandle {
+    fn new(ino: u64) -> Self {
+        WriteHandle {
+            ino,
+            writers: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 pub struct Opened {
@@ -687,10 +704,10 @@ impl<S: ObjectStore> Fs<S> {
             if truncate {
                 state.truncate(0).await?;
             }
-            return Ok(self.new_handle(ino, FileHandle::Write(ino), false));
+            return Ok(self.new_handle(ino, FileHandle::Write(WriteHandle::new(ino)), false));
         }
         if self.writes.lock().contains_key(&ino) {
-            return Ok(self.new_handle(ino, FileHandle::Write(ino), false));
+            return Ok(self.new_handle(ino, FileHandle::Write(WriteHandle::new(ino)), false));
         }
         let key = self.keys.file(&path)?;
         // Close-to-open: a fresh listing or HEAD entry is trusted, anything older is revalidated.
@@ -739,8 +756,8 @@ impl<S: ObjectStore> Fs<S> {
         let handle = self.file_handle(fh)?;
         match &*handle {
             FileHandle::Read(p) => p.read(offset, size).await,
-            FileHandle::Write(ino) => {
-                let state = self.writes.lock().get(ino).cloned();
+            FileHandle::Write(h) => {
+                let state = self.writes.lock().get(&h.ino).cloned();
                 match state {
                     Some(state) => state.read(offset, size).await,
                     None => Err(FsError::BadHandle),

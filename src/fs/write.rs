@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::meta::{Kind, MetaAttrs};
-use super::{FileHandle, Found, Fs, Opened, names, xattr};
+use super::{FileHandle, Found, Fs, Opened, WriteHandle, names, process, xattr};
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use crate::upload::plan::{self, MAX_PART};
@@ -271,7 +271,7 @@ impl<S: ObjectStore> Fs<S> {
         if let Some(old) = self.writes.lock().insert(ino, state) {
             tokio::spawn(async move { old.abandon().await });
         }
-        let opened = self.new_handle(ino, FileHandle::Write(ino), false);
+        let opened = self.new_handle(ino, FileHandle::Write(WriteHandle::new(ino)), false);
         Ok((self.attr_of(ino, &found), opened))
     }
 
@@ -305,27 +305,47 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.attr_of(ino, &found))
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    /// Writes through handle `fh` for thread `tid`.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8], tid: u32) -> Result<u32, FsError> {
         let handle = self.file_handle(fh)?;
-        let FileHandle::Write(ino) = &*handle else {
+        let FileHandle::Write(h) = &*handle else {
             return Err(FsError::BadHandle);
         };
+        {
+            let mut writers = h.writers.lock();
+            if !writers.contains(&tid) {
+                writers.push(tid);
+            }
+        }
         let state = self
             .writes
             .lock()
-            .get(ino)
+            .get(&h.ino)
             .cloned()
             .ok_or(FsError::BadHandle)?;
         state.write(offset, data).await
     }
 
-    /// flush (every close) and fsync: what was written is in the bucket when this returns Ok.
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+    /// flush (every close, `tid` closing) and fsync (`None`): what was written is in the bucket
+    /// when this returns Ok. A close by a process that wrote nothing through the handle, such as
+    /// a child closing a descriptor it inherited, leaves the commit to the writers.
+    pub async fn flush(&self, fh: u64, tid: Option<u32>) -> Result<(), FsError> {
         let handle = self.files.lock().get(&fh).cloned();
-        match handle.as_deref() {
-            Some(FileHandle::Write(ino)) => self.commit_ino(*ino).await,
-            _ => Ok(()),
+        let Some(FileHandle::Write(h)) = handle.as_deref() else {
+            return Ok(());
+        };
+        if let Some(tid) = tid {
+            let writers = h.writers.lock().clone();
+            if !writers.is_empty() && !process::same_process(tid, &writers) {
+                tracing::debug!(
+                    tid,
+                    ?writers,
+                    "close by a process that did not write: no commit"
+                );
+                return Ok(());
+            }
         }
+        self.commit_ino(h.ino).await
     }
 
     async fn commit_ino(&self, ino: u64) -> Result<(), FsError> {
@@ -982,10 +1002,30 @@ mod tests {
             .create(parent, name, 0o644, 0o022, false, ME)
             .await
             .unwrap();
-        fs.write(o.fh, 0, data).await.unwrap();
-        fs.flush(o.fh).await.unwrap();
+        fs.write(o.fh, 0, data, 1).await.unwrap();
+        fs.flush(o.fh, None).await.unwrap();
         fs.release(attr.ino, o.fh).await.unwrap();
         attr.ino
+    }
+
+    #[tokio::test]
+    async fn a_close_by_a_process_that_wrote_nothing_does_not_commit() {
+        let (store, fs) = fs();
+        let (attr, o) = fs.create(ROOT, "f", 0o644, 0o022, false, ME).await.unwrap();
+        let me = std::process::id();
+        fs.write(o.fh, 0, b"data", me).await.unwrap();
+        // A child that inherited the descriptor exits: not the writer's close.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        fs.flush(o.fh, Some(child.id())).await.unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(store.body("f").is_none());
+        fs.flush(o.fh, Some(me)).await.unwrap();
+        assert_eq!(store.body("f").as_deref(), Some(&b"data"[..]));
+        fs.release(attr.ino, o.fh).await.unwrap();
     }
 
     #[test]
@@ -1129,8 +1169,8 @@ mod tests {
             .unwrap();
         assert_eq!(&store.body("t").unwrap()[..], b"0123");
         let o = fs.open(ino, true, false).await.unwrap();
-        fs.write(o.fh, 4, b"++").await.unwrap();
-        fs.flush(o.fh).await.unwrap();
+        fs.write(o.fh, 4, b"++", 1).await.unwrap();
+        fs.flush(o.fh, None).await.unwrap();
         fs.release(ino, o.fh).await.unwrap();
         assert_eq!(&store.body("t").unwrap()[..], b"0123++");
     }

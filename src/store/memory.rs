@@ -37,6 +37,8 @@ pub struct MemoryStore {
     uploads: Mutex<HashMap<String, Upload>>,
     version: AtomicU64,
     pub counters: Counters,
+    /// The next this many UploadPart calls fail, as a store that is down would.
+    pub fail_parts: AtomicU64,
 }
 
 impl MemoryStore {
@@ -224,6 +226,12 @@ impl ObjectStore for MemoryStore {
         part: i32,
         body: Bytes,
     ) -> Result<String, StoreError> {
+        let failing = self
+            .fail_parts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Unreachable("injected: store down".into()));
+        }
         self.counters
             .bytes_uploaded
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -279,8 +287,12 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
-        self.uploads.lock().remove(upload_id);
-        Ok(())
+        // S3 answers NoSuchUpload for an upload that was completed, aborted or never existed.
+        self.uploads
+            .lock()
+            .remove(upload_id)
+            .map(|_| ())
+            .ok_or(StoreError::NotFound)
     }
 }
 

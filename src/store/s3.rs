@@ -19,6 +19,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::{BodyStream, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError};
+use crate::upload::journal::Journal;
 
 /// How to reach the bucket. `Debug` never shows the secret (the SDK's `Credentials` redacts it).
 #[derive(Debug, Clone)]
@@ -57,6 +58,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     keyring: Keyring,
+    journal: Option<Journal>,
 }
 
 impl S3Store {
@@ -98,7 +100,15 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: settings.bucket.clone(),
             keyring,
+            journal: None,
         }
+    }
+
+    /// Records the multipart uploads this store starts until they end, so that a later mount
+    /// can abort them if this process dies first.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// Switches to new credentials (a rotated key) without remounting. A mount that started
@@ -188,7 +198,7 @@ where
             };
             match (code, status) {
                 ("NoSuchBucket", _) => StoreError::NoSuchBucket(bucket.to_string()),
-                ("NoSuchKey", _) | ("NotFound", _) | ("", 404) => StoreError::NotFound,
+                ("NoSuchKey" | "NoSuchUpload" | "NotFound", _) | ("", 404) => StoreError::NotFound,
                 ("PreconditionFailed", _) | (_, 412) => StoreError::PreconditionFailed,
                 (
                     "InvalidAccessKeyId"
@@ -405,9 +415,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err(e))?;
-        out.upload_id()
-            .map(str::to_string)
-            .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))
+        let id = out.upload_id().ok_or_else(|| {
+            StoreError::Other("CreateMultipartUpload returned no upload id".into())
+        })?;
+        if let Some(j) = &self.journal {
+            j.started(key, id);
+        }
+        Ok(id.to_string())
     }
 
     async fn upload_part(
@@ -484,29 +498,38 @@ impl ObjectStore for S3Store {
             )
             .send()
             .await;
-        match result {
-            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
+        let etag = match result {
+            Ok(out) => out.e_tag().unwrap_or_default().to_string(),
             // Some S3-compatible stores answer 200 with a body the SDK cannot parse (another root
             // element); the upload is complete then. A real error in a 200 carries a code.
             Err(SdkError::ServiceError(ctx))
                 if ctx.raw().status().as_u16() == 200 && ctx.err().code().is_none() =>
             {
-                Ok(self.head(key).await?.etag)
+                self.head(key).await?.etag
             }
-            Err(e) => Err(self.err(e)),
+            Err(e) => return Err(self.err(e)),
+        };
+        if let Some(j) = &self.journal {
+            j.ended(upload_id);
         }
+        Ok(etag)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| self.err(e));
+        if let (Some(j), Ok(()) | Err(StoreError::NotFound)) = (&self.journal, &result) {
+            j.ended(upload_id);
+        }
+        result
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

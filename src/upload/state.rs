@@ -75,9 +75,19 @@ struct Stream {
     next_part: i32,
     sent_until: u64,
     done: Vec<(i32, String)>,
-    tasks: JoinSet<Result<(i32, String), StoreError>>,
-    /// The first part that failed; the commit reports it.
+    tasks: JoinSet<Result<(i32, String), PartFailed>>,
+    /// The first part failure, reported by the commit if sending again fails too.
     failed: Option<FsError>,
+    /// Parts whose upload failed: their bytes stay staged, so the commit sends them again.
+    resend: Vec<(i32, Range<u64>)>,
+    /// A part was lost without knowing which (its task died): the upload cannot complete.
+    broken: bool,
+}
+
+struct PartFailed {
+    n: i32,
+    range: Range<u64>,
+    error: StoreError,
 }
 
 struct Inner {
@@ -94,6 +104,9 @@ struct Inner {
     stream: Option<Stream>,
     /// Set once writes stopped being a sequential prefix: no more streaming for this content.
     no_stream: bool,
+    /// A streamed upload failed after some of its bytes were dropped from staging: the content
+    /// cannot be rebuilt, so every later write, read and commit reports this.
+    lost: Option<FsError>,
 }
 
 pub struct WriteState<S> {
@@ -155,6 +168,7 @@ impl<S: ObjectStore> WriteState<S> {
                 mtime: SystemTime::now(),
                 stream: None,
                 no_stream: false,
+                lost: None,
             }),
             max_inflight: max_inflight.max(1),
             budget,
@@ -193,6 +207,9 @@ impl<S: ObjectStore> WriteState<S> {
     /// bytes are no longer staged, so the object is finished first and becomes the base.
     async fn lock_for(&self, start: u64) -> Result<tokio::sync::MutexGuard<'_, Inner>, FsError> {
         let g = self.inner.lock().await;
+        if let Some(e) = &g.lost {
+            return Err(e.clone());
+        }
         if g.stream.as_ref().is_some_and(|s| start < s.sent_until) {
             drop(g);
             self.commit().await?;
@@ -252,6 +269,8 @@ impl<S: ObjectStore> WriteState<S> {
                             done: Vec::new(),
                             tasks: JoinSet::new(),
                             failed: None,
+                            resend: Vec::new(),
+                            broken: false,
                         })
                     }
                     Err(e) => {
@@ -283,27 +302,35 @@ impl<S: ObjectStore> WriteState<S> {
         let s = g.stream.as_mut().expect("streaming");
         let start = s.sent_until;
         let end = if last { size } else { start + s.part };
-        let mut buf = vec![0u8; (end - start) as usize];
-        g.file.read_exact_at(&mut buf, start).map_err(io)?;
+        let n = s.next_part;
+        self.spawn_part(g, n, start..end)?;
+        let s = g.stream.as_mut().expect("streaming");
+        s.next_part += 1;
+        s.sent_until = end;
+        Ok(())
+    }
+
+    /// Uploads staged bytes `range` as part `n`, then drops them from staging.
+    fn spawn_part(&self, g: &mut Inner, n: i32, range: Range<u64>) -> Result<(), FsError> {
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        g.file.read_exact_at(&mut buf, range.start).map_err(io)?;
         let file = g.file.try_clone().map_err(io)?;
-        let (store, key, id, n) = (
-            self.store.clone(),
-            g.key.clone(),
-            s.upload_id.clone(),
-            s.next_part,
-        );
+        let s = g.stream.as_mut().expect("streaming");
+        let (store, key, id) = (self.store.clone(), g.key.clone(), s.upload_id.clone());
         let (budget, staged) = (self.budget.clone(), self.staged.clone());
         s.tasks.spawn(async move {
-            let etag = store.upload_part(&key, &id, n, Bytes::from(buf)).await?;
+            let etag = match store.upload_part(&key, &id, n, Bytes::from(buf)).await {
+                Ok(etag) => etag,
+                Err(error) => return Err(PartFailed { n, range, error }),
+            };
             // Sent: the local copy of these bytes is not needed any more.
-            if punch(&file, start..end) {
-                staged.fetch_sub(end - start, Ordering::SeqCst);
-                budget.give(end - start);
+            let len = range.end - range.start;
+            if punch(&file, range) {
+                staged.fetch_sub(len, Ordering::SeqCst);
+                budget.give(len);
             }
             Ok((n, etag))
         });
-        s.next_part += 1;
-        s.sent_until = end;
         Ok(())
     }
 
@@ -346,15 +373,19 @@ impl<S: ObjectStore> WriteState<S> {
     /// Makes the object in the bucket hold the current content. Durable when this returns Ok.
     pub async fn commit(&self) -> Result<(), FsError> {
         let mut g = self.inner.lock().await;
+        if let Some(e) = &g.lost {
+            return Err(e.clone());
+        }
         if !g.changed {
             return Ok(());
         }
         let result = if g.stream.is_some() {
             // Sent parts were punched out locally, so a failed stream cannot be sent again:
-            // the error goes to close()/fsync(), as a failed upload must.
+            // the error goes to close()/fsync(), as a failed upload must, and stays.
             let r = self.finish_stream(&mut g).await;
-            if r.is_err() {
+            if let Err(e) = &r {
                 abort_stream(&*self.store, &mut g).await;
+                g.lost = Some(e.clone());
             }
             r
         } else {
@@ -396,16 +427,35 @@ impl<S: ObjectStore> WriteState<S> {
     }
 
     async fn finish_stream(&self, g: &mut Inner) -> Result<String, FsError> {
-        if let Some(e) = g.stream.as_ref().and_then(|s| s.failed.clone()) {
-            return Err(e);
-        }
+        // The rest of the file, then every part in flight; failures are only recorded here.
         loop {
             let s = g.stream.as_ref().expect("streaming");
-            if s.sent_until >= g.size {
+            if s.sent_until >= g.size || s.broken {
                 break;
             }
             let last = g.size - s.sent_until <= 2 * s.part;
             self.send_part(g, last)?;
+            let s = g.stream.as_mut().expect("streaming");
+            while s.tasks.len() >= self.max_inflight {
+                let _ = join_one(s).await;
+            }
+        }
+        let s = g.stream.as_mut().expect("streaming");
+        while !s.tasks.is_empty() {
+            let _ = join_one(s).await;
+        }
+        if s.broken {
+            return Err(s.failed.clone().expect("a broken stream has an error"));
+        }
+        // Parts that failed (the store was down longer than the retries lasted) are still
+        // staged: they get one more round of attempts, and a failure now is final.
+        let resend = std::mem::take(&mut s.resend);
+        if !resend.is_empty() {
+            tracing::info!(key = %g.key, parts = resend.len(), "sending failed parts again");
+            s.failed = None;
+        }
+        for (n, range) in resend {
+            self.spawn_part(g, n, range)?;
             let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
                 join_one(s).await?;
@@ -414,9 +464,6 @@ impl<S: ObjectStore> WriteState<S> {
         let s = g.stream.as_mut().expect("streaming");
         while !s.tasks.is_empty() {
             join_one(s).await?;
-        }
-        if let Some(e) = s.failed.take() {
-            return Err(e);
         }
         let mut parts = std::mem::take(&mut s.done);
         parts.sort_by_key(|p| p.0);
@@ -495,15 +542,21 @@ impl<S> Drop for WriteState<S> {
     }
 }
 
-/// Collects one finished part; a failure is kept for the commit to report.
+/// Collects one finished part; a failure is kept for the commit to send again or report.
 async fn join_one(s: &mut Stream) -> Result<(), FsError> {
     let r = match s.tasks.join_next().await {
         Some(Ok(Ok(done))) => {
             s.done.push(done);
             return Ok(());
         }
-        Some(Ok(Err(e))) => FsError::from(e),
-        Some(Err(e)) => FsError::Io(format!("part upload task: {e}")),
+        Some(Ok(Err(PartFailed { n, range, error }))) => {
+            s.resend.push((n, range));
+            FsError::from(error)
+        }
+        Some(Err(e)) => {
+            s.broken = true;
+            FsError::Io(format!("part upload task: {e}"))
+        }
         None => return Ok(()),
     };
     s.failed.get_or_insert(r.clone());
@@ -595,6 +648,40 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         state(&store, None).commit().await.unwrap();
         assert_eq!(store.body("k").unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_part_that_failed_while_streaming_is_sent_again_at_commit() {
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        store.fail_parts.store(1, Ordering::SeqCst);
+        let data = pattern(30 * MIB, 2);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == data);
+        assert_eq!(store.pending_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_cannot_be_finished_stays_failed() {
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        let data = pattern(30 * MIB, 3);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            if i == 20 {
+                store.fail_parts.store(u64::MAX, Ordering::SeqCst);
+            }
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        assert!(w.commit().await.is_err());
+        store.fail_parts.store(0, Ordering::SeqCst);
+        // Sent bytes are gone from staging: nothing may ever commit a file with holes.
+        assert!(w.commit().await.is_err());
+        assert!(w.write(data.len() as u64, b"more").await.is_err());
+        assert!(store.body("k").is_none());
+        assert_eq!(store.pending_uploads(), 0);
     }
 
     #[tokio::test]

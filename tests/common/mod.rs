@@ -71,6 +71,17 @@ fn spawn_s3s_fs(port: u16, data: &Path) -> Child {
     child
 }
 
+fn sdk_client(endpoint: &str, key: &str, secret: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .build();
+    Client::from_conf(conf)
+}
+
 /// A test S3 server process, killed on drop.
 pub struct Server {
     child: Child,
@@ -121,13 +132,7 @@ impl Server {
         data: Option<tempfile::TempDir>,
     ) -> Server {
         let endpoint = format!("http://127.0.0.1:{port}");
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(key, secret, None, None, "test"))
-            .build();
+        let client = sdk_client(&endpoint, key, secret);
         Server {
             child,
             endpoint,
@@ -137,7 +142,7 @@ impl Server {
                 .enable_all()
                 .build()
                 .unwrap(),
-            client: Client::from_conf(conf),
+            client,
             _data: data,
         }
     }
@@ -246,6 +251,26 @@ impl Server {
         })
     }
 
+    /// Multipart uploads started and not yet completed or aborted in `bucket`.
+    pub fn pending_uploads(&self, bucket: &str) -> usize {
+        if let Some(data) = &self._data {
+            // s3s-fs keeps no per-bucket index and does not implement ListMultipartUploads:
+            // each open upload is a `.upload-ID.json` file at the top of its data directory.
+            return std::fs::read_dir(data.path())
+                .unwrap()
+                .filter(|e| {
+                    let n = e.as_ref().unwrap().file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with(".upload-") && n.ends_with(".json")
+                })
+                .count();
+        }
+        self.block_on(self.client.list_multipart_uploads().bucket(bucket).send())
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
     /// Stops the server process (its data survives for s3s-fs, which keeps it on disk).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -263,6 +288,8 @@ impl Server {
         let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
         let child = spawn_s3s_fs(port, &data);
         self.child = child;
+        // Pooled connections went down with the old process.
+        self.client = sdk_client(&self.endpoint, &self.key, &self.secret);
     }
 
     /// Arguments that point the mount at this server.
