@@ -185,6 +185,11 @@ impl Server {
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
     }
 
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.block_on(self.client.delete_object().bucket(bucket).key(key).send())
+            .unwrap_or_else(|e| panic!("delete {key}: {e:?}"));
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.try_get(bucket, key)
             .unwrap_or_else(|| panic!("get {key}: no such object"))
@@ -249,6 +254,11 @@ impl Server {
             keys.sort();
             keys
         })
+    }
+
+    /// The directory s3s-fs serves from (a bucket is a directory, an object a file).
+    pub fn data_dir(&self) -> &Path {
+        self._data.as_ref().expect("an s3s-fs server").path()
     }
 
     /// Multipart uploads started and not yet completed or aborted in `bucket`.
