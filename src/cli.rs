@@ -107,8 +107,8 @@ pub struct Cli {
     /// never finished because it was killed (by default the mount aborts them)
     #[arg(long)]
     pub keep_stale_uploads: bool,
-    /// No extended attributes: the kernel stops asking, which saves `ls -l` a round trip per
-    /// file (coreutils asks for security.selinux)
+    /// No extended attributes at all (ENOSYS; the kernel stops asking). By default `user.`
+    /// attributes work and other namespaces answer ENOTSUP
     #[arg(long)]
     pub no_xattr: bool,
     /// Debug logging (a RUST_LOG filter is honoured too)

@@ -646,10 +646,6 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOSYS);
         }
         let name = utf8(name).unwrap_or_default();
-        if !name.starts_with("user.") {
-            // Answered here: `ls -l` asks for security and ACL attributes of every file.
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
         let fs = self.fs.clone();
         self.spawn(
             "getxattr",

@@ -337,6 +337,17 @@ fn symlinks_chmod_chown_touch_and_xattrs() {
     assert!(sh(&m.dir, "getfattr -d kept").contains("user.color=\"blue\""));
     sh(&m.dir, "setfattr -x user.color kept");
     assert!(!s.head(B, "kept").0.contains_key("xattr"));
+    // A missing user attribute is ENODATA; other namespaces do not exist here (ENOTSUP), which
+    // `ls -l` remembers per filesystem instead of asking every file for its label and ACL.
+    let path = std::ffi::CString::new(m.path("kept").to_str().unwrap()).unwrap();
+    let get = |name: &std::ffi::CStr| {
+        let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        assert_eq!(r, -1);
+        std::io::Error::last_os_error().raw_os_error()
+    };
+    assert_eq!(get(c"user.color"), Some(libc::ENODATA));
+    assert_eq!(get(c"security.selinux"), Some(libc::ENOTSUP));
+    assert_eq!(get(c"system.posix_acl_access"), Some(libc::ENOTSUP));
 }
 
 #[test]

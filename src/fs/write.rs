@@ -909,8 +909,11 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
+        // Only `user.` attributes exist here. Saying so (ENOTSUP rather than "no such
+        // attribute") lets `ls -l` stop asking every file for its SELinux label and ACL: it
+        // remembers per filesystem that they are unsupported.
         if !name.starts_with("user.") {
-            return Err(FsError::NoAttr);
+            return Err(FsError::NotSupported);
         }
         self.xattrs(ino).await?.remove(name).ok_or(FsError::NoAttr)
     }
