@@ -1,10 +1,12 @@
-//! One file's pending content. Writes land in an unnamed local staging file at their offsets,
-//! with a set of dirty ranges; bytes not written come from the old object (`Base`) or are zeros
-//! past a truncation. A new file written from its start streams each full part to a multipart
-//! upload in the background (memory bounded by the parts in flight), and each sent part is
-//! punched out of the staging file, so a long sequential write needs little local disk.
-//! Anything else is planned at commit: unchanged runs of the old object are copied
-//! server-side, the rest is uploaded. Local staging is bounded by a shared `Budget`.
+//! One file's pending content. A new (or emptied) file written from its start keeps its end in
+//! memory, in part-sized chunks (`Tail`): each full chunk goes out as a part of a multipart
+//! upload in the background (memory bounded by the parts in flight and a shared cap), and a
+//! small file is one PUT at commit, never touching the disk. Any other write moves the tail to
+//! an unnamed local staging file, where writes land at their offsets with a set of dirty
+//! ranges; bytes not written come from the old object (`Base`) or are zeros past a truncation.
+//! Staged parts of a stream are punched out of the file once sent. Anything else is planned at
+//! commit: unchanged runs of the old object are copied server-side, the rest is uploaded. Local
+//! staging is bounded by a shared `Budget`.
 
 use std::fs::File;
 use std::ops::Range;
@@ -38,14 +40,36 @@ pub struct Base {
 pub struct Budget {
     used: AtomicU64,
     cap: u64,
+    /// Memory holding the ends of files being appended to (see `Tail`), all files together.
+    memory: AtomicU64,
 }
+
+/// Appended bytes held in memory, all files together; past this a file is staged on disk.
+const TAIL_MEMORY: u64 = 64 << 20;
 
 impl Budget {
     pub fn new(cap: u64) -> Arc<Self> {
         Arc::new(Budget {
             used: AtomicU64::new(0),
             cap,
+            memory: AtomicU64::new(0),
         })
+    }
+
+    fn take_memory(&self, n: u64) -> bool {
+        self.memory
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                (u + n <= TAIL_MEMORY).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    fn give_memory(&self, n: u64) {
+        let _ = self
+            .memory
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
     }
 
     fn take(&self, n: u64) -> bool {
@@ -79,15 +103,71 @@ struct Stream {
     /// The first part failure, reported by the commit if sending again fails too.
     failed: Option<FsError>,
     /// Parts whose upload failed: their bytes stay staged, so the commit sends them again.
-    resend: Vec<(i32, Range<u64>)>,
+    resend: Vec<(i32, Option<Range<u64>>, Bytes)>,
     /// A part was lost without knowing which (its task died): the upload cannot complete.
     broken: bool,
 }
 
 struct PartFailed {
     n: i32,
-    range: Range<u64>,
+    /// Where the part's bytes are staged (none when they came from memory).
+    range: Option<Range<u64>>,
+    body: Bytes,
     error: StoreError,
+}
+
+/// The end of a new file being written from its start: bytes `start..` held in memory in
+/// part-sized chunks instead of the staging file, so that a full chunk goes out as a part
+/// without being written to disk and read back. Anything but an append moves them to staging.
+struct Tail {
+    start: u64,
+    chunk: usize,
+    chunks: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Tail {
+    fn new() -> Self {
+        Tail {
+            start: 0,
+            chunk: plan::part_size(0) as usize,
+            chunks: Default::default(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64).sum()
+    }
+
+    fn append(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.chunks.back_mut() {
+                Some(c) if c.len() < self.chunk => {
+                    let n = (self.chunk - c.len()).min(data.len());
+                    c.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                }
+                _ => self.chunks.push_back(Vec::new()),
+            }
+        }
+    }
+
+    /// The first chunk, once it is full and more follows.
+    fn pop_full(&mut self) -> Option<Vec<u8>> {
+        if self.chunks.len() > 1 {
+            self.chunks.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+impl Inner {
+    /// Whether no byte of the old object is part of the content (a new or emptied file).
+    fn written_from_scratch(&self) -> bool {
+        self.base
+            .as_ref()
+            .is_none_or(|b| b.size.min(self.base_valid) == 0)
+    }
 }
 
 struct Inner {
@@ -107,6 +187,7 @@ struct Inner {
     /// A streamed upload failed after some of its bytes were dropped from staging: the content
     /// cannot be rebuilt, so every later write, read and commit reports this.
     lost: Option<FsError>,
+    tail: Option<Tail>,
 }
 
 pub struct WriteState<S> {
@@ -154,6 +235,7 @@ impl<S: ObjectStore> WriteState<S> {
     ) -> Result<Self, FsError> {
         let file = tempfile::tempfile_in(tmp_dir).map_err(io)?;
         let size = base.as_ref().map_or(0, |b| b.size);
+        let base_none = base.is_none();
         Ok(WriteState {
             store,
             inner: Mutex::new(Inner {
@@ -169,6 +251,7 @@ impl<S: ObjectStore> WriteState<S> {
                 stream: None,
                 no_stream: false,
                 lost: None,
+                tail: base_none.then(Tail::new),
             }),
             max_inflight: max_inflight.max(1),
             budget,
@@ -227,9 +310,21 @@ impl<S: ObjectStore> WriteState<S> {
         if !self.budget.take(grown) {
             return Err(FsError::NoSpace);
         }
-        if let Err(e) = g.file.write_all_at(data, offset) {
-            self.budget.give(grown);
-            return Err(io(e));
+        let appended = match &mut g.tail {
+            Some(t) if offset == t.start + t.len() && self.budget.take_memory(grown) => {
+                t.append(data);
+                true
+            }
+            _ => false,
+        };
+        if !appended {
+            let written = self
+                .spill(&mut g)
+                .and_then(|()| g.file.write_all_at(data, offset).map_err(io));
+            if let Err(e) = written {
+                self.budget.give(grown);
+                return Err(e);
+            }
         }
         self.staged.fetch_add(grown, Ordering::SeqCst);
         g.dirty = dirty;
@@ -243,19 +338,25 @@ impl<S: ObjectStore> WriteState<S> {
 
     /// Sends every complete part of a sequentially written new file.
     async fn stream_full_parts(&self, g: &mut Inner) {
-        let sequential = g.base.is_none() && g.dirty.covers(&(0..g.size));
+        let sequential = g.written_from_scratch() && g.dirty.covers(&(0..g.size));
         let failed = g.stream.as_ref().is_some_and(|s| s.failed.is_some());
         if g.no_stream || !sequential || failed {
             return;
         }
         loop {
-            let part = g
-                .stream
-                .as_ref()
-                .map_or_else(|| plan::part_size(g.size), |s| s.part);
+            let part = match (&g.stream, &g.tail) {
+                (Some(s), _) => s.part,
+                (None, Some(t)) => t.chunk as u64,
+                (None, None) => plan::part_size(g.size),
+            };
             let sent = g.stream.as_ref().map_or(0, |s| s.sent_until);
-            // Keep the last part back: it is sent at commit, when the size is final.
-            if g.size < sent + 2 * part {
+            // Keep the last part back: it is sent at commit, when the size is final. From
+            // memory, a full chunk is a full part.
+            let ready = match &g.tail {
+                Some(t) => t.chunks.len() > 1,
+                None => g.size >= sent + 2 * part,
+            };
+            if !ready {
                 return;
             }
             if g.stream.is_none() {
@@ -296,46 +397,110 @@ impl<S: ObjectStore> WriteState<S> {
         }
     }
 
-    /// Starts the upload of the next part (`last`: up to the end of the file).
+    /// Starts the upload of the next part (`last`: up to the end of the file), from memory
+    /// when the tail holds it, else from staging.
     fn send_part(&self, g: &mut Inner, last: bool) -> Result<(), FsError> {
         let size = g.size;
         let s = g.stream.as_mut().expect("streaming");
-        let start = s.sent_until;
-        let end = if last { size } else { start + s.part };
-        let n = s.next_part;
-        self.spawn_part(g, n, start..end)?;
+        let (start, n) = (s.sent_until, s.next_part);
+        let end = if let Some(t) = &mut g.tail {
+            let chunk = if last && t.chunks.len() <= 1 {
+                t.chunks.pop_front().unwrap_or_default()
+            } else {
+                t.pop_full().expect("a full chunk to send")
+            };
+            let len = chunk.len() as u64;
+            t.start += len;
+            self.budget.give_memory(len);
+            self.spawn_part(g, n, None, Bytes::from(chunk));
+            start + len
+        } else {
+            let end = if last { size } else { start + s.part };
+            let mut buf = vec![0u8; (end - start) as usize];
+            g.file.read_exact_at(&mut buf, start).map_err(io)?;
+            self.spawn_part(g, n, Some(start..end), Bytes::from(buf));
+            end
+        };
         let s = g.stream.as_mut().expect("streaming");
         s.next_part += 1;
         s.sent_until = end;
         Ok(())
     }
 
-    /// Uploads staged bytes `range` as part `n`, then drops them from staging.
-    fn spawn_part(&self, g: &mut Inner, n: i32, range: Range<u64>) -> Result<(), FsError> {
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
-        g.file.read_exact_at(&mut buf, range.start).map_err(io)?;
-        let file = g.file.try_clone().map_err(io)?;
+    /// Uploads `body` as part `n`; once sent, the bytes are dropped from staging (`range`) or
+    /// from the budget of memory they were held in.
+    fn spawn_part(&self, g: &mut Inner, n: i32, range: Option<Range<u64>>, body: Bytes) {
+        let file = range.is_some().then(|| g.file.try_clone().ok()).flatten();
         let s = g.stream.as_mut().expect("streaming");
         let (store, key, id) = (self.store.clone(), g.key.clone(), s.upload_id.clone());
         let (budget, staged) = (self.budget.clone(), self.staged.clone());
         s.tasks.spawn(async move {
-            let etag = match store.upload_part(&key, &id, n, Bytes::from(buf)).await {
+            let len = body.len() as u64;
+            let etag = match store.upload_part(&key, &id, n, body.clone()).await {
                 Ok(etag) => etag,
-                Err(error) => return Err(PartFailed { n, range, error }),
+                Err(error) => {
+                    return Err(PartFailed {
+                        n,
+                        range,
+                        body,
+                        error,
+                    });
+                }
             };
             // Sent: the local copy of these bytes is not needed any more.
-            let len = range.end - range.start;
-            if punch(&file, range) {
+            let freed = match (range, file) {
+                (Some(range), Some(file)) => punch(&file, range),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if freed {
                 staged.fetch_sub(len, Ordering::SeqCst);
                 budget.give(len);
             }
             Ok((n, etag))
         });
+    }
+
+    /// Moves the tail from memory to the staging file, before anything but an append.
+    fn spill(&self, g: &mut Inner) -> Result<(), FsError> {
+        let Some(t) = g.tail.take() else {
+            return Ok(());
+        };
+        tracing::debug!(key = %g.key, at = t.start + t.len(), "tail moved to staging");
+        self.budget.give_memory(t.len());
+        let mut at = t.start;
+        for c in &t.chunks {
+            if let Err(e) = g.file.write_all_at(c, at) {
+                // The bytes were only here: the content cannot be rebuilt any more.
+                g.lost = Some(io(e));
+                return Err(g.lost.clone().expect("just set"));
+            }
+            at += c.len() as u64;
+        }
         Ok(())
     }
 
     pub async fn truncate(&self, len: u64) -> Result<(), FsError> {
         let mut g = self.lock_for(len).await?;
+        if len == 0 {
+            // Emptied (O_TRUNC): what follows is a new file written from its start, as fit to
+            // stream as a created one; nothing of the old object is needed.
+            if let Some(t) = g.tail.take() {
+                self.budget.give_memory(t.len());
+            }
+            self.budget.give(self.staged.swap(0, Ordering::SeqCst));
+            g.file.set_len(0).map_err(io)?;
+            g.dirty = RangeSet::new();
+            g.base_valid = 0;
+            g.no_stream = false;
+            g.tail = Some(Tail::new());
+            g.size = 0;
+            g.changed = true;
+            g.mtime = SystemTime::now();
+            self.set_hint(&g);
+            return Ok(());
+        }
+        self.spill(&mut g)?;
         g.no_stream = true;
         if len < g.size {
             let before = g.dirty.len();
@@ -362,7 +527,8 @@ impl<S: ObjectStore> WriteState<S> {
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let g = self.lock_for(offset).await?;
+        let mut g = self.lock_for(offset).await?;
+        self.spill(&mut g)?;
         let end = (offset + len as u64).min(g.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -388,7 +554,16 @@ impl<S: ObjectStore> WriteState<S> {
                 g.lost = Some(e.clone());
             }
             r
+        } else if let Some(body) = self.whole_tail(&mut g) {
+            // A small new file, all in memory: one PUT, no staging. If it fails, the bytes
+            // go to staging so that a later flush can try again.
+            let r = self.store.put(&g.key, body.clone(), g.meta.clone()).await;
+            if r.is_err() {
+                g.file.write_all_at(&body, 0).map_err(io)?;
+            }
+            r.map_err(FsError::from)
         } else {
+            self.spill(&mut g)?;
             self.upload_planned(&g).await
         };
         let etag = result.map_err(|e| {
@@ -404,11 +579,29 @@ impl<S: ObjectStore> WriteState<S> {
         g.base_valid = size;
         g.dirty = RangeSet::new();
         g.changed = false;
-        g.no_stream = true;
+        // Once committed, the content is the object's; only an empty one (a created file
+        // flushed before its first write, as `dd` does when it moves the descriptor) leaves
+        // the file fit to stream.
+        g.no_stream = size > 0;
+        if size == 0 {
+            g.tail = Some(Tail::new());
+        }
         // The bytes are in the bucket now; free the local copy.
         g.file.set_len(0).map_err(io)?;
         self.budget.give(self.staged.swap(0, Ordering::SeqCst));
         Ok(())
+    }
+
+    /// The whole content, when it is a tail of at most one chunk (taken out of the tail).
+    fn whole_tail(&self, g: &mut Inner) -> Option<Bytes> {
+        let t = g.tail.as_ref()?;
+        if t.start != 0 || t.chunks.len() > 1 {
+            return None;
+        }
+        let mut t = g.tail.take()?;
+        let chunk = t.chunks.pop_front().unwrap_or_default();
+        self.budget.give_memory(chunk.len() as u64);
+        Some(Bytes::from(chunk))
     }
 
     /// After the committed object was copied to `key` (a rename): further commits go there.
@@ -454,8 +647,8 @@ impl<S: ObjectStore> WriteState<S> {
             tracing::info!(key = %g.key, parts = resend.len(), "sending failed parts again");
             s.failed = None;
         }
-        for (n, range) in resend {
-            self.spawn_part(g, n, range)?;
+        for (n, range, body) in resend {
+            self.spawn_part(g, n, range, body);
             let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
                 join_one(s).await?;
@@ -539,6 +732,9 @@ impl<S: ObjectStore> WriteState<S> {
 impl<S> Drop for WriteState<S> {
     fn drop(&mut self) {
         self.budget.give(self.staged.load(Ordering::SeqCst));
+        if let Some(t) = self.inner.get_mut().tail.take() {
+            self.budget.give_memory(t.len());
+        }
     }
 }
 
@@ -549,8 +745,13 @@ async fn join_one(s: &mut Stream) -> Result<(), FsError> {
             s.done.push(done);
             return Ok(());
         }
-        Some(Ok(Err(PartFailed { n, range, error }))) => {
-            s.resend.push((n, range));
+        Some(Ok(Err(PartFailed {
+            n,
+            range,
+            body,
+            error,
+        }))) => {
+            s.resend.push((n, range, body));
             FsError::from(error)
         }
         Some(Err(e)) => {
@@ -681,6 +882,82 @@ mod tests {
         assert!(w.commit().await.is_err());
         assert!(w.write(data.len() as u64, b"more").await.is_err());
         assert!(store.body("k").is_none());
+        assert_eq!(store.pending_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_appended_new_file_is_held_in_memory_not_staged() {
+        let store = Arc::new(MemoryStore::new());
+        let budget = Budget::new(u64::MAX);
+        let w = WriteState::new(
+            store.clone(),
+            &std::env::temp_dir(),
+            budget.clone(),
+            "k",
+            None,
+            PutOptions::default(),
+            true,
+            4,
+        )
+        .unwrap();
+        let data = pattern(30 * MIB + 7, 4);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+            assert!(budget.memory.load(Ordering::SeqCst) <= 16 * MIB as u64);
+        }
+        let staged = w.inner.lock().await.file.metadata().unwrap().len();
+        assert_eq!(staged, 0, "nothing written to the staging file");
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == data);
+        assert_eq!(budget.memory.load(Ordering::SeqCst), 0);
+        // A small file is one PUT from memory.
+        let w = state(&store, None);
+        w.write(0, b"small").await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(&store.body("k").unwrap()[..], b"small");
+    }
+
+    #[tokio::test]
+    async fn a_file_committed_empty_still_streams_what_is_written_next() {
+        // `dd of=F` creates F, then moves the descriptor (a close, so a commit) before writing.
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        w.commit().await.unwrap();
+        assert_eq!(store.body("k").unwrap().len(), 0);
+        let data = pattern(20 * MIB, 8);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        assert_eq!(store.pending_uploads(), 1, "streaming");
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn anything_but_an_append_moves_the_tail_to_staging() {
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        let mut data = pattern(20 * MIB, 5);
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        // Past the part already sent, inside what is held in memory.
+        w.write(17 * MIB as u64, b"patch").await.unwrap();
+        data[17 * MIB..17 * MIB + 5].copy_from_slice(b"patch");
+        assert!(w.read(17 * MIB as u64, 5).await.unwrap() == b"patch"[..]);
+        w.write(data.len() as u64, b"end").await.unwrap();
+        data.extend_from_slice(b"end");
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == data);
+        // Emptied and written again: streams like a new file.
+        w.truncate(0).await.unwrap();
+        let again = pattern(20 * MIB, 6);
+        for (i, chunk) in again.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
+        assert_eq!(store.pending_uploads(), 1, "streaming again");
+        w.commit().await.unwrap();
+        assert!(store.body("k").unwrap() == again);
         assert_eq!(store.pending_uploads(), 0);
     }
 
