@@ -190,6 +190,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_AUTO_INVAL_DATA,
+            // We clear set-user/group-ID on writes ourselves; the kernel then stops asking for
+            // security.capability before every write.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             // Older kernels lack some of these; each is an optimisation only.
             let _ = config.add_capabilities(flag);
@@ -440,20 +443,27 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let (fs, tid) = (self.fs.clone(), req.pid());
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let data = data.to_vec();
         self.spawn(
             "write",
-            async move { fs.write(fh.0, offset, &data, tid).await },
+            async move {
+                let n = fs.write(fh.0, offset, &data, tid).await?;
+                if kill {
+                    fs.kill_suidgid(ino.0).await?;
+                }
+                Ok(n)
+            },
             move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),

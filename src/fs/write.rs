@@ -326,6 +326,27 @@ impl<S: ObjectStore> Fs<S> {
         state.write(offset, data).await
     }
 
+    /// A write by a process without CAP_FSETID clears set-user-ID and set-group-ID, as on any
+    /// filesystem (the kernel leaves this to us, so it need not ask for security.capability
+    /// before every write).
+    pub async fn kill_suidgid(&self, ino: u64) -> Result<(), FsError> {
+        let perm = {
+            let inodes = self.inodes.lock();
+            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+            node.found.meta.perm
+        };
+        match perm {
+            Some(p) if p & 0o6000 != 0 => {
+                let change = MetaChange {
+                    mode: Some(u32::from(p) & !0o6000),
+                    ..MetaChange::default()
+                };
+                self.setattr(ino, None, change).await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// flush (every close, `tid` closing) and fsync (`None`): what was written is in the bucket
     /// when this returns Ok. A close by a process that wrote nothing through the handle, such as
     /// a child closing a descriptor it inherited, leaves the commit to the writers.
@@ -1009,6 +1030,22 @@ mod tests {
         fs.flush(o.fh, None).await.unwrap();
         fs.release(attr.ino, o.fh).await.unwrap();
         attr.ino
+    }
+
+    #[tokio::test]
+    async fn an_unprivileged_write_clears_set_id_bits() {
+        let (store, fs) = fs();
+        let ino = write_file(&fs, ROOT, "tool", b"#!").await;
+        let setuid = MetaChange {
+            mode: Some(0o6755),
+            ..MetaChange::default()
+        };
+        fs.setattr(ino, None, setuid).await.unwrap();
+        assert_eq!(fs.getattr(ino).await.unwrap().perm, 0o6755);
+        fs.kill_suidgid(ino).await.unwrap();
+        assert_eq!(fs.getattr(ino).await.unwrap().perm, 0o755);
+        let mode = store.head("tool").await.unwrap().user_meta.unwrap()["mode"].clone();
+        assert_eq!(mode.parse::<u32>().unwrap() & 0o7777, 0o755);
     }
 
     #[tokio::test]
