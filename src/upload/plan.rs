@@ -9,6 +9,13 @@ pub const MIN_PART: u64 = 5 << 20;
 pub const MAX_PART: u64 = 5 << 30;
 pub const MAX_PARTS: u64 = 10_000;
 
+/// The size of part `n` (from 1) of an upload streamed while the file is written, its final
+/// size unknown: 8 MiB, doubling every 1,000 parts, so that 10,000 parts hold more than 5 TiB.
+pub fn stream_part_size(n: i32) -> u64 {
+    let doublings = (n.max(1) as u64 - 1) / 1_000;
+    (8u64 << 20 << doublings.min(10)).min(MAX_PART)
+}
+
 /// Starts at 8 MiB and doubles until `size` fits in 10,000 parts (5 TiB at most).
 pub fn part_size(size: u64) -> u64 {
     let mut p: u64 = 8 << 20;

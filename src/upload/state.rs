@@ -95,7 +95,6 @@ impl Budget {
 
 struct Stream {
     upload_id: String,
-    part: u64,
     next_part: i32,
     sent_until: u64,
     done: Vec<(i32, String)>,
@@ -121,7 +120,8 @@ struct PartFailed {
 /// without being written to disk and read back. Anything but an append moves them to staging.
 struct Tail {
     start: u64,
-    chunk: usize,
+    /// Chunks made so far: chunk k is part k, and as large as a streamed part k.
+    made: i32,
     chunks: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -129,7 +129,7 @@ impl Tail {
     fn new() -> Self {
         Tail {
             start: 0,
-            chunk: plan::part_size(0) as usize,
+            made: 0,
             chunks: Default::default(),
         }
     }
@@ -139,14 +139,19 @@ impl Tail {
     }
 
     fn append(&mut self, mut data: &[u8]) {
+        let full = plan::stream_part_size(self.made) as usize;
         while !data.is_empty() {
             match self.chunks.back_mut() {
-                Some(c) if c.len() < self.chunk => {
-                    let n = (self.chunk - c.len()).min(data.len());
+                Some(c) if c.len() < full => {
+                    let n = (full - c.len()).min(data.len());
                     c.extend_from_slice(&data[..n]);
                     data = &data[n..];
                 }
-                _ => self.chunks.push_back(Vec::new()),
+                _ => {
+                    self.chunks.push_back(Vec::new());
+                    self.made += 1;
+                    return self.append(data);
+                }
             }
         }
     }
@@ -344,12 +349,11 @@ impl<S: ObjectStore> WriteState<S> {
             return;
         }
         loop {
-            let part = match (&g.stream, &g.tail) {
-                (Some(s), _) => s.part,
-                (None, Some(t)) => t.chunk as u64,
-                (None, None) => plan::part_size(g.size),
-            };
-            let sent = g.stream.as_ref().map_or(0, |s| s.sent_until);
+            let (sent, n) = g
+                .stream
+                .as_ref()
+                .map_or((0, 1), |s| (s.sent_until, s.next_part));
+            let part = plan::stream_part_size(n);
             // Keep the last part back: it is sent at commit, when the size is final. From
             // memory, a full chunk is a full part.
             let ready = match &g.tail {
@@ -364,7 +368,6 @@ impl<S: ObjectStore> WriteState<S> {
                     Ok(id) => {
                         g.stream = Some(Stream {
                             upload_id: id,
-                            part,
                             next_part: 1,
                             sent_until: 0,
                             done: Vec::new(),
@@ -415,7 +418,11 @@ impl<S: ObjectStore> WriteState<S> {
             self.spawn_part(g, n, None, Bytes::from(chunk));
             start + len
         } else {
-            let end = if last { size } else { start + s.part };
+            let end = if last {
+                size
+            } else {
+                start + plan::stream_part_size(n)
+            };
             let mut buf = vec![0u8; (end - start) as usize];
             g.file.read_exact_at(&mut buf, start).map_err(io)?;
             self.spawn_part(g, n, Some(start..end), Bytes::from(buf));
@@ -626,7 +633,7 @@ impl<S: ObjectStore> WriteState<S> {
             if s.sent_until >= g.size || s.broken {
                 break;
             }
-            let last = g.size - s.sent_until <= 2 * s.part;
+            let last = g.size - s.sent_until <= 2 * plan::stream_part_size(s.next_part);
             self.send_part(g, last)?;
             let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
