@@ -59,6 +59,8 @@ pub struct S3Store {
     bucket: String,
     keyring: Keyring,
     journal: Option<Journal>,
+    /// Listed keys that cannot be named (not UTF-8), each logged once.
+    unshowable: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl S3Store {
@@ -101,6 +103,7 @@ impl S3Store {
             bucket: settings.bucket.clone(),
             keyring,
             journal: None,
+            unshowable: Default::default(),
         }
     }
 
@@ -237,6 +240,15 @@ where
     }
 }
 
+/// A key as listed: URL-decoded when the store encoded it. `None` for a key that is not UTF-8
+/// once decoded: the SDK addresses objects by string keys, so such an object cannot be read.
+fn decode_key(listed: &str, encoded: bool) -> Option<String> {
+    if !encoded {
+        return Some(listed.to_string());
+    }
+    String::from_utf8(crate::fs::meta::percent_decode(listed)?).ok()
+}
+
 /// `x-amz-copy-source`: the bucket and the URL-encoded key.
 fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", crate::fs::meta::percent_encode(key, true))
@@ -320,17 +332,11 @@ impl ObjectStore for S3Store {
         // Stores that ignore the parameter say so by leaving EncodingType out: then keys are raw.
         let encoded = out.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
         let decode = |k: &str| -> Option<String> {
-            if !encoded {
-                return Some(k.to_string());
+            let key = decode_key(k, encoded);
+            if key.is_none() && self.unshowable.lock().insert(k.to_string()) {
+                tracing::warn!(key = k, "key is not UTF-8 once decoded; not shown");
             }
-            let bytes = crate::fs::meta::percent_decode(k)?;
-            match String::from_utf8(bytes) {
-                Ok(s) => Some(s),
-                Err(_) => {
-                    tracing::warn!(key = k, "key is not UTF-8 once decoded; not shown");
-                    None
-                }
-            }
+            key
         };
         let objects = out
             .contents()
@@ -553,6 +559,15 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_are_decoded_and_non_utf8_ones_refused() {
+        assert_eq!(decode_key("a%2Bb%0Ac", true).as_deref(), Some("a+b\nc"));
+        assert_eq!(decode_key("a%2Bb", false).as_deref(), Some("a%2Bb"));
+        assert_eq!(decode_key("caf%C3%A9", true).as_deref(), Some("caf\u{e9}"));
+        assert_eq!(decode_key("bad%FF%FE", true), None);
+        assert_eq!(decode_key("half%C3", true), None);
+    }
 
     #[test]
     fn tls_errors_are_recognised() {

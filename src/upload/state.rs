@@ -12,7 +12,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -177,7 +177,7 @@ impl Inner {
 
 struct Inner {
     key: String,
-    file: File,
+    file: Staging,
     size: u64,
     dirty: RangeSet,
     base: Option<Base>,
@@ -212,6 +212,38 @@ fn io(e: std::io::Error) -> FsError {
 }
 
 /// Frees the disk blocks of a range that has been sent.
+/// The unnamed staging file, made when the first byte needs it (a small new file written in
+/// one go never does).
+struct Staging {
+    dir: PathBuf,
+    file: Option<File>,
+}
+
+impl Staging {
+    fn get(&mut self) -> Result<&File, FsError> {
+        if self.file.is_none() {
+            self.file = Some(tempfile::tempfile_in(&self.dir).map_err(io)?);
+        }
+        Ok(self.file.as_ref().expect("just made"))
+    }
+
+    /// Reads staged bytes; there are none before the file exists.
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<(), FsError> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| FsError::Io("staged bytes missing".into()))?;
+        file.read_exact_at(buf, at).map_err(io)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), FsError> {
+        match &self.file {
+            Some(f) => f.set_len(len).map_err(io),
+            None => Ok(()),
+        }
+    }
+}
+
 fn punch(file: &File, range: Range<u64>) -> bool {
     // SAFETY: a plain syscall on an fd we own.
     unsafe {
@@ -238,7 +270,10 @@ impl<S: ObjectStore> WriteState<S> {
         changed: bool,
         max_inflight: usize,
     ) -> Result<Self, FsError> {
-        let file = tempfile::tempfile_in(tmp_dir).map_err(io)?;
+        let file = Staging {
+            dir: tmp_dir.to_path_buf(),
+            file: None,
+        };
         let size = base.as_ref().map_or(0, |b| b.size);
         let base_none = base.is_none();
         Ok(WriteState {
@@ -325,7 +360,7 @@ impl<S: ObjectStore> WriteState<S> {
         if !appended {
             let written = self
                 .spill(&mut g)
-                .and_then(|()| g.file.write_all_at(data, offset).map_err(io));
+                .and_then(|()| g.file.get()?.write_all_at(data, offset).map_err(io));
             if let Err(e) = written {
                 self.budget.give(grown);
                 return Err(e);
@@ -424,7 +459,7 @@ impl<S: ObjectStore> WriteState<S> {
                 start + plan::stream_part_size(n)
             };
             let mut buf = vec![0u8; (end - start) as usize];
-            g.file.read_exact_at(&mut buf, start).map_err(io)?;
+            g.file.read_exact_at(&mut buf, start)?;
             self.spawn_part(g, n, Some(start..end), Bytes::from(buf));
             end
         };
@@ -437,7 +472,10 @@ impl<S: ObjectStore> WriteState<S> {
     /// Uploads `body` as part `n`; once sent, the bytes are dropped from staging (`range`) or
     /// from the budget of memory they were held in.
     fn spawn_part(&self, g: &mut Inner, n: i32, range: Option<Range<u64>>, body: Bytes) {
-        let file = range.is_some().then(|| g.file.try_clone().ok()).flatten();
+        let file = range
+            .is_some()
+            .then(|| g.file.file.as_ref()?.try_clone().ok())
+            .flatten();
         let s = g.stream.as_mut().expect("streaming");
         let (store, key, id) = (self.store.clone(), g.key.clone(), s.upload_id.clone());
         let (budget, staged) = (self.budget.clone(), self.staged.clone());
@@ -477,9 +515,9 @@ impl<S: ObjectStore> WriteState<S> {
         self.budget.give_memory(t.len());
         let mut at = t.start;
         for c in &t.chunks {
-            if let Err(e) = g.file.write_all_at(c, at) {
+            if let Err(e) = g.file.get().and_then(|f| f.write_all_at(c, at).map_err(io)) {
                 // The bytes were only here: the content cannot be rebuilt any more.
-                g.lost = Some(io(e));
+                g.lost = Some(e);
                 return Err(g.lost.clone().expect("just set"));
             }
             at += c.len() as u64;
@@ -496,7 +534,7 @@ impl<S: ObjectStore> WriteState<S> {
                 self.budget.give_memory(t.len());
             }
             self.budget.give(self.staged.swap(0, Ordering::SeqCst));
-            g.file.set_len(0).map_err(io)?;
+            g.file.set_len(0)?;
             g.dirty = RangeSet::new();
             g.base_valid = 0;
             g.no_stream = false;
@@ -519,10 +557,10 @@ impl<S: ObjectStore> WriteState<S> {
             );
             self.budget.give(freed);
             g.base_valid = g.base_valid.min(len);
-            g.file.set_len(len).map_err(io)?;
+            g.file.set_len(len)?;
         } else if len > g.size {
             // The new bytes are zeros; the sparse staging file already reads as zeros there.
-            g.file.set_len(len).map_err(io)?;
+            g.file.get()?.set_len(len).map_err(io)?;
             let old = g.size;
             g.dirty.insert(old..len);
         }
@@ -566,7 +604,7 @@ impl<S: ObjectStore> WriteState<S> {
             // go to staging so that a later flush can try again.
             let r = self.store.put(&g.key, body.clone(), g.meta.clone()).await;
             if r.is_err() {
-                g.file.write_all_at(&body, 0).map_err(io)?;
+                g.file.get()?.write_all_at(&body, 0).map_err(io)?;
             }
             r.map_err(FsError::from)
         } else {
@@ -594,7 +632,7 @@ impl<S: ObjectStore> WriteState<S> {
             g.tail = Some(Tail::new());
         }
         // The bytes are in the bucket now; free the local copy.
-        g.file.set_len(0).map_err(io)?;
+        g.file.set_len(0)?;
         self.budget.give(self.staged.swap(0, Ordering::SeqCst));
         Ok(())
     }
@@ -793,9 +831,7 @@ async fn assemble<S: ObjectStore>(
     for d in g.dirty.ranges() {
         let r = d.start.max(range.start)..d.end.min(range.end);
         if !r.is_empty() {
-            g.file
-                .read_exact_at(&mut out[at(&r)], r.start)
-                .map_err(io)?;
+            g.file.read_exact_at(&mut out[at(&r)], r.start)?;
         }
     }
     if let Some(b) = &g.base {
@@ -912,8 +948,8 @@ mod tests {
             w.write((i * MIB) as u64, chunk).await.unwrap();
             assert!(budget.memory.load(Ordering::SeqCst) <= 16 * MIB as u64);
         }
-        let staged = w.inner.lock().await.file.metadata().unwrap().len();
-        assert_eq!(staged, 0, "nothing written to the staging file");
+        let staged = w.inner.lock().await.file.file.is_none();
+        assert!(staged, "no staging file at all");
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == data);
         assert_eq!(budget.memory.load(Ordering::SeqCst), 0);
