@@ -857,10 +857,18 @@ mod tests {
     const MIB: usize = 1 << 20;
 
     fn state(store: &Arc<MemoryStore>, base: Option<Base>) -> WriteState<MemoryStore> {
+        state_within(store, Budget::new(u64::MAX), base)
+    }
+
+    fn state_within(
+        store: &Arc<MemoryStore>,
+        budget: Arc<Budget>,
+        base: Option<Base>,
+    ) -> WriteState<MemoryStore> {
         WriteState::new(
             store.clone(),
             &std::env::temp_dir(),
-            Budget::new(u64::MAX),
+            budget,
             "k",
             base,
             PutOptions::default(),
@@ -868,6 +876,13 @@ mod tests {
             4,
         )
         .unwrap()
+    }
+
+    /// Writes `data` from offset 0 in 1 MiB writes, as `cp` or `dd bs=1M` would.
+    async fn write_seq(w: &WriteState<MemoryStore>, data: &[u8]) {
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+        }
     }
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -900,9 +915,7 @@ mod tests {
         let w = state(&store, None);
         store.fail_parts.store(1, Ordering::SeqCst);
         let data = pattern(30 * MIB, 2);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == data);
         assert_eq!(store.pending_uploads(), 0);
@@ -932,17 +945,7 @@ mod tests {
     async fn an_appended_new_file_is_held_in_memory_not_staged() {
         let store = Arc::new(MemoryStore::new());
         let budget = Budget::new(u64::MAX);
-        let w = WriteState::new(
-            store.clone(),
-            &std::env::temp_dir(),
-            budget.clone(),
-            "k",
-            None,
-            PutOptions::default(),
-            true,
-            4,
-        )
-        .unwrap();
+        let w = state_within(&store, budget.clone(), None);
         let data = pattern(30 * MIB + 7, 4);
         for (i, chunk) in data.chunks(MIB).enumerate() {
             w.write((i * MIB) as u64, chunk).await.unwrap();
@@ -968,9 +971,7 @@ mod tests {
         w.commit().await.unwrap();
         assert_eq!(store.body("k").unwrap().len(), 0);
         let data = pattern(20 * MIB, 8);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         assert_eq!(store.pending_uploads(), 1, "streaming");
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == data);
@@ -981,9 +982,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let mut data = pattern(20 * MIB, 5);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         // Past the part already sent, inside what is held in memory.
         w.write(17 * MIB as u64, b"patch").await.unwrap();
         data[17 * MIB..17 * MIB + 5].copy_from_slice(b"patch");
@@ -995,9 +994,7 @@ mod tests {
         // Emptied and written again: streams like a new file.
         w.truncate(0).await.unwrap();
         let again = pattern(20 * MIB, 6);
-        for (i, chunk) in again.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &again).await;
         assert_eq!(store.pending_uploads(), 1, "streaming again");
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == again);
@@ -1009,9 +1006,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let data = pattern(40 * MIB + 123, 1);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         assert!(
             store.counters.bytes_uploaded.load(Ordering::Relaxed) >= 16 * MIB as u64,
             "parts are sent while the file is written"
@@ -1081,9 +1076,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let mut data = pattern(30 * MIB, 4);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         w.write(5, b"again").await.unwrap();
         data[5..10].copy_from_slice(b"again");
         w.commit().await.unwrap();
@@ -1099,17 +1092,7 @@ mod tests {
     async fn staging_budget_refuses_writes_beyond_it_and_commit_frees_it() {
         let store = Arc::new(MemoryStore::new());
         let budget = Budget::new(1000);
-        let w = WriteState::new(
-            store.clone(),
-            &std::env::temp_dir(),
-            budget.clone(),
-            "k",
-            None,
-            PutOptions::default(),
-            true,
-            4,
-        )
-        .unwrap();
+        let w = state_within(&store, budget.clone(), None);
         w.write(0, &[1; 600]).await.unwrap();
         w.write(100, &[2; 400]).await.unwrap();
         assert_eq!(budget.used(), 600, "rewrites take no extra space");
@@ -1131,9 +1114,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let mut data = pattern(40 * MIB, 7);
-        for (i, chunk) in data.chunks(MIB).enumerate() {
-            w.write((i * MIB) as u64, chunk).await.unwrap();
-        }
+        write_seq(&w, &data).await;
         // Bytes already sent (and punched out locally) are read back through the object.
         assert_eq!(&w.read(10, 100).await.unwrap()[..], &data[10..110]);
         assert!(store.body("k").is_some(), "the read completed the upload");
