@@ -412,6 +412,11 @@ impl<'a> MountBuilder<'a> {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // Upload journals stay in the test's own directory, not /var/lib/s3mount.
+        let state = tmp.path().join("state");
+        if !self.args.iter().any(|a| a == "--state-dir") {
+            cmd.arg("--state-dir").arg(&state);
+        }
         cmd.arg(&self.source)
             .arg(&dir)
             .arg("-f")
@@ -502,6 +507,9 @@ pub fn run_s3mount(args: &[&str], env: &[(&str, &str)], home: &Path) -> Output {
     clean_env(&mut cmd, home);
     for (k, v) in env {
         cmd.env(k, v);
+    }
+    if !args.contains(&"--state-dir") {
+        cmd.arg("--state-dir").arg(home.join("state"));
     }
     cmd.args(args)
         .stdin(Stdio::null())
