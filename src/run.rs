@@ -24,6 +24,9 @@ const READ_AHEAD_KB: u32 = 1024;
 /// The preflight check asks once, with this bound on the whole exchange.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How often aborts that failed (the store was down) are tried again.
+const ABORT_RETRY: Duration = Duration::from_secs(5);
+
 /// One readable line for a failed preflight.
 fn explain(cfg: &MountConfig, e: &StoreError) -> String {
     let ep = &cfg.endpoint_label;
@@ -146,6 +149,16 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         cfg.mountpoint.display()
     );
 
+    // Uploads that could not be aborted while the store was down are aborted once it is back.
+    let retry_aborts = {
+        let store = store.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(ABORT_RETRY).await;
+                store.abort_again().await;
+            }
+        })
+    };
     let fs = Arc::new(Fs::new(store.clone(), cfg.fs.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let inflight = adapter.inflight();
@@ -207,7 +220,13 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         while inflight.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        fs.flush_all().await
+        let failed = fs.flush_all().await;
+        retry_aborts.abort();
+        let left = tokio::time::timeout(Duration::from_secs(10), store.abort_again()).await;
+        if left.is_err() || left.is_ok_and(|n| n > 0) {
+            tracing::warn!("some multipart uploads could not be aborted; the next mount will try");
+        }
+        failed
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("unmounted {}", cfg.mountpoint.display());

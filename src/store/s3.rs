@@ -59,6 +59,8 @@ pub struct S3Store {
     bucket: String,
     keyring: Keyring,
     journal: Option<Journal>,
+    /// Uploads whose abort failed, to abort again (`abort_again`).
+    unaborted: parking_lot::Mutex<Vec<(String, String)>>,
     /// Listed keys that cannot be named (not UTF-8), each logged once.
     unshowable: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
@@ -103,6 +105,7 @@ impl S3Store {
             bucket: settings.bucket.clone(),
             keyring,
             journal: None,
+            unaborted: Default::default(),
             unshowable: Default::default(),
         }
     }
@@ -123,6 +126,19 @@ impl S3Store {
         }
         *k = Some(creds);
         true
+    }
+
+    /// Tries again to abort the uploads whose abort failed (the store was down); returns how
+    /// many are still left.
+    pub async fn abort_again(&self) -> usize {
+        let pending = std::mem::take(&mut *self.unaborted.lock());
+        for (key, id) in pending {
+            // A failure puts it back on the list.
+            if self.abort_multipart(&key, &id).await.is_ok() {
+                tracing::info!(%key, "aborted an upload left while the store was unreachable");
+            }
+        }
+        self.unaborted.lock().len()
     }
 
     /// The mount-time check: one listing, tried twice at most, so a wrong endpoint fails fast.
@@ -538,8 +554,15 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| self.err(e));
-        if let (Some(j), Ok(()) | Err(StoreError::NotFound)) = (&self.journal, &result) {
-            j.ended(upload_id);
+        match (&self.journal, &result) {
+            (Some(j), Ok(()) | Err(StoreError::NotFound)) => j.ended(upload_id),
+            // The store is unreachable or failing: try again later, so the parts do not stay
+            // in the bucket once it is back.
+            (_, Err(_)) => self
+                .unaborted
+                .lock()
+                .push((key.to_string(), upload_id.to_string())),
+            _ => {}
         }
         result
     }
