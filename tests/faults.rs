@@ -332,13 +332,8 @@ fn a_later_mount_aborts_the_uploads_a_killed_mount_left() {
     s.create_bucket(B);
     let state = tempfile::tempdir().unwrap();
     let state = state.path().to_str().unwrap().to_string();
-    let wait_for = |want: usize, secs: u64| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while s.pending_uploads(B) != want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s.pending_uploads(B)
-    };
+    let wait_for =
+        |want: usize, secs: u64| s.wait_for_pending_uploads(B, want, Duration::from_secs(secs));
     let m = MountBuilder::new(&s, B)
         .arg("--state-dir")
         .arg(&state)

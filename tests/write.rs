@@ -490,11 +490,11 @@ fn a_failed_upload_is_an_error_at_close_and_leaves_no_object() {
     s.restart_s3s_fs();
     assert!(s.try_get(B, "doomed").is_none(), "no partial object");
     // The abort failed while the server was down; it is tried again once the server is back.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s.pending_uploads(B) > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(s.pending_uploads(B), 0, "no multipart upload left behind");
+    assert_eq!(
+        s.wait_for_pending_uploads(B, 0, std::time::Duration::from_secs(30)),
+        0,
+        "no multipart upload left behind"
+    );
     drop(m);
 }
 

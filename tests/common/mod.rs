@@ -256,6 +256,16 @@ impl Server {
         })
     }
 
+    /// Waits up to `within` until `bucket` holds `want` pending uploads; returns how many it
+    /// holds then.
+    pub fn wait_for_pending_uploads(&self, bucket: &str, want: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        while self.pending_uploads(bucket) != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.pending_uploads(bucket)
+    }
+
     /// The directory s3s-fs serves from (a bucket is a directory, an object a file).
     pub fn data_dir(&self) -> &Path {
         self._data.as_ref().expect("an s3s-fs server").path()
