@@ -111,6 +111,10 @@ pub struct Cli {
     /// attributes work and other namespaces answer ENOTSUP
     #[arg(long)]
     pub no_xattr: bool,
+    /// File data bypasses the kernel page cache: for files read once (streaming large objects),
+    /// so they are not cached twice. Re-reads then come from --cache-size or the store
+    #[arg(long)]
+    pub direct_io: bool,
     /// Debug logging (a RUST_LOG filter is honoured too)
     #[arg(short, long)]
     pub debug: bool,
@@ -301,6 +305,7 @@ impl Cli {
                 }
                 "sloppy" => self.sloppy = true,
                 "noxattr" | "no_xattr" => self.no_xattr = true,
+                "direct_io" => self.direct_io = true,
                 n if ignored_option(n) || ignored_option(&opt) => {}
                 _ if self.sloppy => {
                     tracing::warn!("ignoring unknown mount option {opt:?} (sloppy)")
@@ -460,6 +465,7 @@ impl MountConfig {
             max_inflight_parts: cli.max_inflight_parts.max(1),
             tmp_size: 0,
             xattr: !cli.no_xattr,
+            direct_io: cli.direct_io,
         };
         if !fs.tmp_dir.is_dir() {
             return Err(format!(
@@ -545,7 +551,7 @@ mod tests {
             "b",
             "/mnt",
             "-o",
-            "ro,allow_other,uid=1000,gid=1001,umask=022,endpoint=http://127.0.0.1:1,_netdev,nofail,x-systemd.automount,cache_size=128M",
+            "ro,allow_other,uid=1000,gid=1001,umask=022,endpoint=http://127.0.0.1:1,_netdev,nofail,x-systemd.automount,cache_size=128M,direct_io",
         ]);
         cli.apply_mount_options().unwrap();
         assert!(cli.read_only && cli.allow_other);
@@ -555,6 +561,7 @@ mod tests {
         );
         assert_eq!(cli.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(cli.cache_size, 128 << 20);
+        assert!(cli.direct_io);
         let mut bad = Cli::parse_from(["s3mount", "b", "/mnt", "-o", "bogus"]);
         assert!(bad.apply_mount_options().unwrap_err().contains("bogus"));
     }

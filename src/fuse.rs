@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 
 use crate::error::FsError;
 use crate::fs::write::{Caller, MetaChange};
-use crate::fs::{Attr, Fs, Kind};
+use crate::fs::{Attr, Fs, Kind, Opened};
 use crate::store::ObjectStore;
 
 /// Entries prepared per READDIR call; more than fit in the kernel's page-sized buffer.
@@ -124,6 +124,17 @@ fn time(t: TimeOrNow) -> SystemTime {
     }
 }
 
+fn fopen_flags(o: &Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    f
+}
+
 fn reply_entry(reply: ReplyEntry, ttl: std::time::Duration, r: Result<Attr, Errno>) {
     match r {
         Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
@@ -196,6 +207,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         ] {
             // Older kernels lack some of these; each is an optimisation only.
             let _ = config.add_capabilities(flag);
+        }
+        if self.fs.direct_io() {
+            // mmap of a direct-I/O file needs this (Linux 6.6+); older kernels refuse mmap.
+            let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         }
         Ok(())
     }
@@ -405,14 +420,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             "open",
             async move { fs.open(ino.0, write, truncate).await },
             move |r| match r {
-                Ok(o) => {
-                    let f = if o.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(o.fh), f)
-                }
+                Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
                 Err(e) => reply.error(e),
             },
         );
@@ -724,7 +732,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(o.fh),
-                    FopenFlags::empty(),
+                    fopen_flags(&o),
                 ),
                 Err(e) => reply.error(e),
             },

@@ -182,7 +182,47 @@ fn sequential_random_and_mmap_reads_match_the_object() {
     let data = pattern(12 * 1024 * 1024 + 4321, 7);
     s.put("bkt", "big.bin", &data);
     let m = mounted(&s, "bkt");
+    check_reads(&m, &data);
+    assert!(
+        resident_bytes(&m.path("big.bin")) > 0,
+        "by default the kernel caches what was read"
+    );
+}
 
+#[test]
+fn direct_io_mount_reads_and_writes_without_the_page_cache() {
+    let s = Server::moto();
+    s.create_bucket("bkt");
+    let data = pattern(12 * 1024 * 1024 + 4321, 7);
+    s.put("bkt", "big.bin", &data);
+    let m = MountBuilder::new(&s, "bkt")
+        .arg("-o")
+        .arg("direct_io")
+        .mount();
+    check_reads(&m, &data);
+    assert_eq!(resident_bytes(&m.path("big.bin")), 0);
+
+    // Writes go straight through as well, and land whole at close.
+    let written = pattern(3 * 1024 * 1024 + 17, 9);
+    common::write_file(&m.path("out.bin"), &written);
+    assert_eq!(s.get("bkt", "out.bin"), written);
+    assert_eq!(fs::read(m.path("out.bin")).unwrap(), written);
+    assert_eq!(resident_bytes(&m.path("out.bin")), 0);
+}
+
+/// Bytes of `path` in the kernel page cache, as fincore(1) counts them.
+fn resident_bytes(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Sequential, random, backwards, dd, mmap and sha256sum reads of `big.bin` all see `data`.
+fn check_reads(m: &Mount, data: &[u8]) {
     assert_eq!(fs::read(m.path("big.bin")).unwrap(), data);
 
     // Random reads on a fresh handle, including across block boundaries and past the end.
@@ -235,7 +275,7 @@ fn sequential_random_and_mmap_reads_match_the_object() {
             &mapped[3 << 20..(3 << 20) + 4096],
             &data[3 << 20..(3 << 20) + 4096]
         );
-        assert!(mapped == &data[..]);
+        assert!(mapped == data);
         libc::munmap(p, len);
     }
     // sha256sum through the mount agrees with the bytes the server holds.
@@ -244,7 +284,7 @@ fn sequential_random_and_mmap_reads_match_the_object() {
         .output()
         .unwrap();
     let tmp = tempfile::NamedTempFile::new().unwrap();
-    fs::write(tmp.path(), &data).unwrap();
+    fs::write(tmp.path(), data).unwrap();
     let want = std::process::Command::new("sha256sum")
         .arg(tmp.path())
         .output()

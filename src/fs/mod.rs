@@ -61,6 +61,9 @@ pub struct FsConfig {
     pub tmp_size: u64,
     /// Extended attributes (s3fs's `x-amz-meta-xattr`); off, every xattr call is ENOSYS.
     pub xattr: bool,
+    /// File data bypasses the kernel page cache (`-o direct_io`): a file read once is not
+    /// cached twice, at the price of re-reads coming from the block cache or the store.
+    pub direct_io: bool,
 }
 
 impl Default for FsConfig {
@@ -82,6 +85,7 @@ impl Default for FsConfig {
             max_inflight_parts: 4,
             tmp_size: u64::MAX,
             xattr: true,
+            direct_io: false,
         }
     }
 }
@@ -185,7 +189,10 @@ impl WriteHandle {
 
 pub struct Opened {
     pub fh: u64,
+    /// The kernel may keep the pages it cached from an earlier open (same ETag).
     pub keep_cache: bool,
+    /// The kernel must not cache this handle's data at all.
+    pub direct_io: bool,
 }
 
 pub struct Fs<S> {
@@ -253,6 +260,10 @@ impl<S: ObjectStore> Fs<S> {
 
     pub fn ttl(&self) -> Duration {
         self.cfg.metadata_ttl
+    }
+
+    pub fn direct_io(&self) -> bool {
+        self.cfg.direct_io
     }
 
     fn fresh_until(&self) -> Instant {
@@ -749,7 +760,11 @@ impl<S: ObjectStore> Fs<S> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().insert(fh, Arc::new(h));
         *self.open_counts.lock().entry(ino).or_default() += 1;
-        Opened { fh, keep_cache }
+        Opened {
+            fh,
+            keep_cache: keep_cache && !self.cfg.direct_io,
+            direct_io: self.cfg.direct_io,
+        }
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
