@@ -111,6 +111,10 @@ pub struct Cli {
     /// attributes work and other namespaces answer ENOTSUP
     #[arg(long)]
     pub no_xattr: bool,
+    /// Send a CRC32C checksum with every upload for the store to verify (AWS and stores with
+    /// flexible checksums; off by default, as many S3-compatible stores reject them)
+    #[arg(long)]
+    pub checksums: bool,
     /// File data bypasses the kernel page cache: for files read once (streaming large objects),
     /// so they are not cached twice. Re-reads then come from --cache-size or the store
     #[arg(long)]
@@ -306,6 +310,7 @@ impl Cli {
                 "sloppy" => self.sloppy = true,
                 "noxattr" | "no_xattr" => self.no_xattr = true,
                 "direct_io" => self.direct_io = true,
+                "checksums" => self.checksums = true,
                 n if ignored_option(n) || ignored_option(&opt) => {}
                 _ if self.sloppy => {
                     tracing::warn!("ignoring unknown mount option {opt:?} (sloppy)")
@@ -492,6 +497,7 @@ impl MountConfig {
                 read_timeout: Duration::from_secs(30),
                 max_attempts: cli.retries.max(1),
                 op_timeout: Duration::from_secs_f64(cli.op_timeout.max(1.0)),
+                checksums: cli.checksums,
             },
             bucket,
             prefix,
@@ -551,7 +557,7 @@ mod tests {
             "b",
             "/mnt",
             "-o",
-            "ro,allow_other,uid=1000,gid=1001,umask=022,endpoint=http://127.0.0.1:1,_netdev,nofail,x-systemd.automount,cache_size=128M,direct_io",
+            "ro,allow_other,uid=1000,gid=1001,umask=022,endpoint=http://127.0.0.1:1,_netdev,nofail,x-systemd.automount,cache_size=128M,direct_io,checksums",
         ]);
         cli.apply_mount_options().unwrap();
         assert!(cli.read_only && cli.allow_other);
@@ -561,7 +567,7 @@ mod tests {
         );
         assert_eq!(cli.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(cli.cache_size, 128 << 20);
-        assert!(cli.direct_io);
+        assert!(cli.direct_io && cli.checksums);
         let mut bad = Cli::parse_from(["s3mount", "b", "/mnt", "-o", "bogus"]);
         assert!(bad.apply_mount_options().unwrap_err().contains("bogus"));
     }

@@ -521,3 +521,70 @@ fn noxattr_turns_extended_attributes_off() {
     );
     assert!(!s.head(B, "f").0.contains_key("xattr"));
 }
+
+/// The CRC32C s3s-fs recorded for an object (it keeps it beside the object, and rejects an
+/// upload whose checksum header does not match its body with BadDigest).
+fn s3s_fs_crc32c(s: &Server, key: &str) -> Option<String> {
+    let b64 = |v: &str| {
+        aws_smithy_types::base64::encode(v)
+            .trim_end_matches('=')
+            .to_string()
+    };
+    let name = format!(".bucket-{}.object-{}.internal.json", b64(B), b64(key));
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(s.data_dir().join(name)).ok()?).ok()?;
+    json["checksum_crc32c"].as_str().map(str::to_string)
+}
+
+fn crc32c_base64(data: &[u8]) -> String {
+    let mut sum = aws_smithy_checksums::ChecksumAlgorithm::Crc32c.into_impl();
+    sum.update(data);
+    sum.header_value().to_str().unwrap().to_string()
+}
+
+#[test]
+fn checksums_option_sends_crc32c_on_every_upload_path() {
+    for s in [Server::s3s_fs(), Server::moto()] {
+        s.create_bucket(B);
+        let m = MountBuilder::new(&s, B)
+            .arg("--checksums")
+            .arg("--metadata-ttl")
+            .arg("0")
+            .mount();
+        // One PutObject: the store holds the CRC32C the mount computed.
+        let small = pattern(100_000, 1);
+        write_file(&m.path("small"), &small);
+        assert_eq!(s.get(B, "small"), small);
+        if s.is_s3s_fs() {
+            assert_eq!(
+                s3s_fs_crc32c(&s, "small").as_deref(),
+                Some(crc32c_base64(&small).as_str())
+            );
+        }
+        // A streamed multipart upload, then an append that copies the old parts server-side,
+        // a rename (CopyObject) and a chmod (CopyObject with REPLACE): the store accepts every
+        // checksum the mount sends, and the test client's own GETs, which validate whatever
+        // checksum the store returns, see the right bytes.
+        let mut big = pattern(20 << 20, 2);
+        write_file(&m.path("big"), &big);
+        assert!(s.get(B, "big") == big);
+        let extra = pattern(1 << 20, 3);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.path("big"))
+            .unwrap();
+        f.write_all(&extra).unwrap();
+        close(f);
+        big.extend_from_slice(&extra);
+        assert!(s.get(B, "big") == big);
+        fs::rename(m.path("big"), m.path("moved")).unwrap();
+        fs::set_permissions(m.path("moved"), fs::Permissions::from_mode(0o600)).unwrap();
+        // (moto records a wrong CRC32C when it copies an object uploaded in CRC32C parts, so
+        // its copies are checked through the mount, whose ranged GETs carry no checksum.)
+        if s.is_s3s_fs() {
+            assert!(s.get(B, "moved") == big);
+        }
+        assert!(fs::read(m.path("moved")).unwrap() == big);
+        assert_eq!(s.pending_uploads(B), 0);
+    }
+}

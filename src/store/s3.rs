@@ -1,5 +1,6 @@
 //! The aws-sdk-s3 implementation of [`ObjectStore`], configured for any S3-compatible endpoint.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -34,6 +35,8 @@ pub struct S3Settings {
     pub max_attempts: u32,
     /// Bound on one operation, retries included: a store that stays down fails it in time.
     pub op_timeout: Duration,
+    /// Send a CRC32C of every upload for the store to verify (`--checksums`).
+    pub checksums: bool,
 }
 
 /// Credentials that can be swapped while mounted (SIGHUP re-reads the credential source).
@@ -63,6 +66,9 @@ pub struct S3Store {
     unaborted: parking_lot::Mutex<Vec<(String, String)>>,
     /// Listed keys that cannot be named (not UTF-8), each logged once.
     unshowable: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// With `checksums`: each uploaded part's CRC32C by (upload id, part number), which
+    /// CompleteMultipartUpload must list again.
+    part_sums: Option<parking_lot::Mutex<HashMap<(String, i32), String>>>,
 }
 
 impl S3Store {
@@ -71,9 +77,14 @@ impl S3Store {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
             .force_path_style(settings.path_style)
-            // Many S3-compatible stores reject the newer default (trailing) checksums.
+            // Many S3-compatible stores reject the newer default (trailing) checksums; with
+            // `checksums` the CRC32C goes in a plain header, which more stores understand.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .response_checksum_validation(if settings.checksums {
+                ResponseChecksumValidation::WhenSupported
+            } else {
+                ResponseChecksumValidation::WhenRequired
+            })
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.connect_timeout)
@@ -107,6 +118,35 @@ impl S3Store {
             journal: None,
             unaborted: Default::default(),
             unshowable: Default::default(),
+            part_sums: settings.checksums.then(Default::default),
+        }
+    }
+
+    /// The CRC32C of `body`, base64 as the `x-amz-checksum-crc32c` header carries it, when
+    /// checksums are on.
+    fn crc32c(&self, body: &[u8]) -> Option<String> {
+        self.part_sums.as_ref()?;
+        let mut sum = aws_smithy_checksums::ChecksumAlgorithm::Crc32c.into_impl();
+        sum.update(body);
+        sum.header_value().to_str().ok().map(str::to_string)
+    }
+
+    fn checksum_algorithm(&self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
+        self.part_sums
+            .as_ref()
+            .map(|_| aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+    }
+
+    fn remember_part_sum(&self, upload_id: &str, part: i32, sum: Option<&str>) {
+        if let (Some(sums), Some(sum)) = (&self.part_sums, sum) {
+            sums.lock()
+                .insert((upload_id.to_string(), part), sum.to_string());
+        }
+    }
+
+    fn forget_part_sums(&self, upload_id: &str) {
+        if let Some(sums) = &self.part_sums {
+            sums.lock().retain(|(id, _), _| id != upload_id);
         }
     }
 
@@ -386,6 +426,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<String, StoreError> {
+        let sum = self.crc32c(&body);
         let out = self
             .client
             .put_object()
@@ -394,6 +435,7 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .set_content_type(opts.content_type)
             .set_metadata(Some(opts.user_meta))
+            .set_checksum_crc32_c(sum)
             .customize()
             .disable_payload_signing()
             .send()
@@ -434,6 +476,7 @@ impl ObjectStore for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_checksum_algorithm(self.checksum_algorithm())
             .set_content_type(opts.content_type)
             .set_metadata(Some(opts.user_meta))
             .send()
@@ -455,6 +498,7 @@ impl ObjectStore for S3Store {
         part: i32,
         body: Bytes,
     ) -> Result<String, StoreError> {
+        let sum = self.crc32c(&body);
         let out = self
             .client
             .upload_part()
@@ -462,6 +506,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(part)
+            .set_checksum_crc32_c(sum.clone())
             .body(ByteStream::from(body))
             .customize()
             // UNSIGNED-PAYLOAD: hashing every byte for the signature costs more CPU than the
@@ -470,6 +515,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err(e))?;
+        self.remember_part_sum(upload_id, part, sum.as_deref());
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -495,8 +541,9 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err(e))?;
-        Ok(out
-            .copy_part_result()
+        let result = out.copy_part_result();
+        self.remember_part_sum(upload_id, part, result.and_then(|r| r.checksum_crc32_c()));
+        Ok(result
             .and_then(|r| r.e_tag())
             .unwrap_or_default()
             .to_string())
@@ -509,9 +556,19 @@ impl ObjectStore for S3Store {
         parts: Vec<(i32, String)>,
     ) -> Result<String, StoreError> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let sums = self.part_sums.as_ref().map(|s| s.lock().clone());
         let parts = parts
             .into_iter()
-            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+            .map(|(n, etag)| {
+                let sum = sums
+                    .as_ref()
+                    .and_then(|s| s.get(&(upload_id.to_string(), n)).cloned());
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(etag)
+                    .set_checksum_crc32_c(sum)
+                    .build()
+            })
             .collect();
         let result = self
             .client
@@ -537,6 +594,7 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(self.err(e)),
         };
+        self.forget_part_sums(upload_id);
         if let Some(j) = &self.journal {
             j.ended(upload_id);
         }
@@ -554,6 +612,7 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| self.err(e));
+        self.forget_part_sums(upload_id);
         match (&self.journal, &result) {
             (Some(j), Ok(()) | Err(StoreError::NotFound)) => j.ended(upload_id),
             // The store is unreachable or failing: try again later, so the parts do not stay

@@ -267,6 +267,10 @@ impl Server {
     }
 
     /// The directory s3s-fs serves from (a bucket is a directory, an object a file).
+    pub fn is_s3s_fs(&self) -> bool {
+        self._data.is_some()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self._data.as_ref().expect("an s3s-fs server").path()
     }
