@@ -66,9 +66,9 @@ pub struct S3Store {
     unaborted: parking_lot::Mutex<Vec<(String, String)>>,
     /// Listed keys that cannot be named (not UTF-8), each logged once.
     unshowable: parking_lot::Mutex<std::collections::HashSet<String>>,
-    /// With `checksums`: each uploaded part's CRC32C by (upload id, part number), which
+    /// With `checksums`: each uploaded part's CRC32C by upload id and part number, which
     /// CompleteMultipartUpload must list again.
-    part_sums: Option<parking_lot::Mutex<HashMap<(String, i32), String>>>,
+    part_sums: Option<parking_lot::Mutex<HashMap<String, HashMap<i32, String>>>>,
 }
 
 impl S3Store {
@@ -140,13 +140,15 @@ impl S3Store {
     fn remember_part_sum(&self, upload_id: &str, part: i32, sum: Option<&str>) {
         if let (Some(sums), Some(sum)) = (&self.part_sums, sum) {
             sums.lock()
-                .insert((upload_id.to_string(), part), sum.to_string());
+                .entry(upload_id.to_string())
+                .or_default()
+                .insert(part, sum.to_string());
         }
     }
 
     fn forget_part_sums(&self, upload_id: &str) {
         if let Some(sums) = &self.part_sums {
-            sums.lock().retain(|(id, _), _| id != upload_id);
+            sums.lock().remove(upload_id);
         }
     }
 
@@ -556,13 +558,16 @@ impl ObjectStore for S3Store {
         parts: Vec<(i32, String)>,
     ) -> Result<String, StoreError> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let sums = self.part_sums.as_ref().map(|s| s.lock().clone());
+        // Kept until the upload ends: a failed completion may be tried again.
+        let sums = self
+            .part_sums
+            .as_ref()
+            .and_then(|s| s.lock().get(upload_id).cloned())
+            .unwrap_or_default();
         let parts = parts
             .into_iter()
             .map(|(n, etag)| {
-                let sum = sums
-                    .as_ref()
-                    .and_then(|s| s.get(&(upload_id.to_string(), n)).cloned());
+                let sum = sums.get(&n).cloned();
                 CompletedPart::builder()
                     .part_number(n)
                     .e_tag(etag)
