@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{MountBuilder, Server, close, pattern, sh, write_file};
+use common::{MountBuilder, Server, append_file, close, pattern, sh, write_file};
 
 const B: &str = "bkt";
 
@@ -176,12 +176,7 @@ fn operations_succeed_through_transient_faults_and_nothing_is_corrupt() {
     }
     let stream = pattern(30 << 20, 41);
     write_file(&m.path("stream.bin"), &stream);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(m.path("pre/existing.bin"))
-        .unwrap();
-    f.write_all(b"appended").unwrap();
-    close(f);
+    append_file(&m.path("pre/existing.bin"), b"appended");
     // Reads, listings, renames and directories.
     for (name, data) in &files {
         assert!(std::fs::read(m.path(name)).unwrap() == *data, "{name}");
@@ -209,6 +204,21 @@ fn operations_succeed_through_transient_faults_and_nothing_is_corrupt() {
     assert!(faults >= 10, "only {faults} faults in {requests} requests");
 }
 
+/// `op` fails with EIO or ETIMEDOUT, well within the test's bound.
+fn fails_in_bounded_time<T: std::fmt::Debug>(op: impl FnOnce() -> std::io::Result<T>) {
+    let t = Instant::now();
+    let e = op().unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_store_that_stays_down_fails_operations_in_bounded_time() {
     let s = Server::moto();
@@ -223,28 +233,8 @@ fn a_store_that_stays_down_fails_operations_in_bounded_time() {
         .arg("3")
         .mount();
     proxy.down.store(true, Ordering::Relaxed);
-    let t = Instant::now();
-    let e = std::fs::metadata(m.path("not-cached")).unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(
-        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
-        "{e}"
-    );
-    let t = Instant::now();
-    let e = std::fs::write(m.path("new"), b"y").unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(
-        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
-        "{e}"
-    );
+    fails_in_bounded_time(|| std::fs::metadata(m.path("not-cached")));
+    fails_in_bounded_time(|| std::fs::write(m.path("new"), b"y"));
     // Back up: the same mount works again.
     proxy.down.store(false, Ordering::Relaxed);
     assert_eq!(std::fs::read(m.path("x")).unwrap(), b"x");

@@ -177,10 +177,7 @@ fn stat_from_s3fs_headers_and_bare_objects() {
 
 #[test]
 fn sequential_random_and_mmap_reads_match_the_object() {
-    let s = Server::moto();
-    s.create_bucket("bkt");
-    let data = pattern(12 * 1024 * 1024 + 4321, 7);
-    s.put("bkt", "big.bin", &data);
+    let (s, data) = server_with_big_object();
     let m = mounted(&s, "bkt");
     check_reads(&m, &data);
     assert!(
@@ -191,10 +188,7 @@ fn sequential_random_and_mmap_reads_match_the_object() {
 
 #[test]
 fn direct_io_mount_reads_and_writes_without_the_page_cache() {
-    let s = Server::moto();
-    s.create_bucket("bkt");
-    let data = pattern(12 * 1024 * 1024 + 4321, 7);
-    s.put("bkt", "big.bin", &data);
+    let (s, data) = server_with_big_object();
     let m = MountBuilder::new(&s, "bkt")
         .arg("-o")
         .arg("direct_io")
@@ -208,6 +202,15 @@ fn direct_io_mount_reads_and_writes_without_the_page_cache() {
     assert_eq!(s.get("bkt", "out.bin"), written);
     assert_eq!(fs::read(m.path("out.bin")).unwrap(), written);
     assert_eq!(resident_bytes(&m.path("out.bin")), 0);
+}
+
+/// A moto server whose bucket `bkt` holds `big.bin`, 12 MiB and a bit, and those bytes.
+fn server_with_big_object() -> (Server, Vec<u8>) {
+    let s = Server::moto();
+    s.create_bucket("bkt");
+    let data = pattern(12 * 1024 * 1024 + 4321, 7);
+    s.put("bkt", "big.bin", &data);
+    (s, data)
 }
 
 /// Bytes of `path` in the kernel page cache, as fincore(1) counts them.

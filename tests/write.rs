@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
-use common::{Mount, MountBuilder, Server, close, pattern, sh, write_file};
+use common::{Mount, MountBuilder, Server, append_file, close, pattern, sh, write_file};
 
 const B: &str = "bkt";
 
@@ -267,12 +267,7 @@ fn truncate_overwrite_in_the_middle_and_append() {
     // appending 1 MiB to a 12 MiB file copies the old bytes server-side
     let before = m.bytes_written();
     let extra = pattern(1 << 20, 6);
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(m.path("big"))
-        .unwrap();
-    f.write_all(&extra).unwrap();
-    close(f);
+    append_file(&m.path("big"), &extra);
     want.extend_from_slice(&extra);
     let sent = m.bytes_written() - before;
     assert!(s.get(B, "big") == want);
@@ -569,12 +564,7 @@ fn checksums_option_sends_crc32c_on_every_upload_path() {
         write_file(&m.path("big"), &big);
         assert!(s.get(B, "big") == big);
         let extra = pattern(1 << 20, 3);
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(m.path("big"))
-            .unwrap();
-        f.write_all(&extra).unwrap();
-        close(f);
+        append_file(&m.path("big"), &extra);
         big.extend_from_slice(&extra);
         assert!(s.get(B, "big") == big);
         fs::rename(m.path("big"), m.path("moved")).unwrap();

@@ -549,6 +549,14 @@ pub fn write_file(path: &Path, data: &[u8]) {
     close(f);
 }
 
+/// Appends `data` to an existing file (O_APPEND), checking the close.
+pub fn append_file(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+    close(f);
+}
+
 /// Runs a shell script in `dir`, fails the test with its output if it fails, returns stdout.
 pub fn sh(dir: &Path, script: &str) -> String {
     let out = Command::new("bash")
