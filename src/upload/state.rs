@@ -211,7 +211,6 @@ fn io(e: std::io::Error) -> FsError {
     FsError::Io(format!("local staging file: {e}"))
 }
 
-/// Frees the disk blocks of a range that has been sent.
 /// The unnamed staging file, made when the first byte needs it (a small new file written in
 /// one go never does).
 struct Staging {
@@ -244,6 +243,7 @@ impl Staging {
     }
 }
 
+/// Frees the disk blocks of a range that has been sent.
 fn punch(file: &File, range: Range<u64>) -> bool {
     // SAFETY: a plain syscall on an fd we own.
     unsafe {

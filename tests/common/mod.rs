@@ -191,11 +191,16 @@ impl Server {
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        self.try_get(bucket, key)
-            .unwrap_or_else(|| panic!("get {key}: no such object"))
+        self.fetch(bucket, key)
+            .unwrap_or_else(|e| panic!("get {key}: {e}"))
     }
 
+    /// The object's bytes, or `None` when it cannot be read (missing, or any other error).
     pub fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.fetch(bucket, key).ok()
+    }
+
+    fn fetch(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
         self.block_on(async {
             let out = self
                 .client
@@ -204,8 +209,9 @@ impl Server {
                 .key(key)
                 .send()
                 .await
-                .ok()?;
-            Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+                .map_err(|e| format!("{e:?}"))?;
+            let body = out.body.collect().await.map_err(|e| format!("{e:?}"))?;
+            Ok(body.into_bytes().to_vec())
         })
     }
 
