@@ -177,6 +177,20 @@ pub fn helper_args(args: Vec<String>) -> Result<(Vec<String>, HelperFlags), Stri
     Ok((out, flags))
 }
 
+const ONE_DAY: f64 = 86_400.0;
+const ONE_YEAR: f64 = 365.0 * ONE_DAY;
+
+/// A duration option: a finite number of seconds, at least `min` (smaller values are raised to
+/// it) and at most `max`; anything else is a clear error rather than a panic later.
+fn seconds(name: &str, v: f64, min: f64, max: f64) -> Result<Duration, String> {
+    if !v.is_finite() || v < 0.0 || v > max {
+        return Err(format!(
+            "--{name} {v}: expected a number of seconds from 0 to {max}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v.max(min)))
+}
+
 fn parse_octal(s: &str) -> Result<u16, String> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -458,7 +472,7 @@ impl MountConfig {
             file_mode: cli.file_mode,
             dir_mode: cli.dir_mode,
             umask: cli.umask.unwrap_or(0),
-            metadata_ttl: Duration::from_secs_f64(cli.metadata_ttl.max(0.0)),
+            metadata_ttl: seconds("metadata-ttl", cli.metadata_ttl, 0.0, ONE_YEAR)?,
             read_only: cli.read_only,
             list_stat_limit: cli.list_stat_limit,
             prefetch: PrefetchConfig {
@@ -493,10 +507,10 @@ impl MountConfig {
                 region,
                 credentials,
                 path_style,
-                connect_timeout: Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
+                connect_timeout: seconds("connect-timeout", cli.connect_timeout, 0.1, ONE_DAY)?,
                 read_timeout: Duration::from_secs(30),
                 max_attempts: cli.retries.max(1),
-                op_timeout: Duration::from_secs_f64(cli.op_timeout.max(1.0)),
+                op_timeout: seconds("op-timeout", cli.op_timeout, 1.0, ONE_DAY)?,
                 checksums: cli.checksums,
             },
             bucket,
@@ -522,6 +536,19 @@ impl MountConfig {
 mod tests {
     use super::*;
     use crate::credentials::ProcessEnv;
+
+    #[test]
+    fn durations_are_checked() {
+        assert_eq!(
+            seconds("x", 0.25, 0.0, 10.0),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(seconds("x", 0.0, 1.0, 10.0), Ok(Duration::from_secs(1)));
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 11.0, 1e300] {
+            let e = seconds("op-timeout", bad, 0.0, 10.0).unwrap_err();
+            assert!(e.starts_with("--op-timeout"), "{e}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -61,7 +61,9 @@ pub fn spawn_and_wait() -> i32 {
 /// Called by the mount process once the mount is live: tell the parent, then let go of the
 /// terminal (stderr becomes /dev/null, logs go to syslog).
 pub fn notify_ready() {
-    eprintln!("{READY}");
+    // The parent may be gone (killed, its terminal closed): a failed write must not take the
+    // live mount down with it, as `eprintln!` would by panicking.
+    let _ = writeln!(std::io::stderr(), "{READY}");
     crate::logging::detach();
     // SAFETY: plain fd juggling on fds we own.
     unsafe {

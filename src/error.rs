@@ -13,6 +13,8 @@ pub enum FsError {
     IsDir,
     #[error("name too long")]
     NameTooLong,
+    #[error("name is not valid UTF-8, which S3 keys must be")]
+    BadName,
     #[error("read-only file system")]
     ReadOnly,
     #[error("operation not permitted")]
@@ -50,6 +52,8 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::NameTooLong => libc::ENAMETOOLONG,
+            // Every operation, lookups included: such a name can never be in the bucket.
+            FsError::BadName => libc::EINVAL,
             FsError::ReadOnly => libc::EROFS,
             FsError::NotPermitted => libc::EPERM,
             FsError::NotSupported => libc::ENOTSUP,
@@ -76,6 +80,7 @@ impl FsError {
                 | FsError::NotDir
                 | FsError::IsDir
                 | FsError::NameTooLong
+                | FsError::BadName
                 | FsError::ReadOnly
                 | FsError::NotSupported
                 | FsError::NotPermitted

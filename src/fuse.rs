@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use futures::FutureExt;
 use tokio::runtime::Handle;
 
 use crate::error::FsError;
@@ -106,8 +108,9 @@ fn errno(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn utf8(name: &OsStr) -> Option<String> {
-    name.to_str().map(str::to_string)
+/// A name from the kernel; one that cannot be a key gets the same errno in every operation.
+fn name_of(name: &OsStr) -> Result<String, Errno> {
+    crate::fs::names::from_os(name).map_err(|e| errno("name", &e))
 }
 
 fn caller(req: &Request) -> Caller {
@@ -135,9 +138,9 @@ fn fopen_flags(o: &Opened) -> FopenFlags {
     f
 }
 
-fn reply_entry(reply: ReplyEntry, ttl: std::time::Duration, r: Result<Attr, Errno>) {
+fn reply_entry(reply: ReplyEntry, r: Result<Attr, Errno>) {
     match r {
-        Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+        Ok(a) => reply.entry(&a.valid, &file_attr(&a), Generation(0)),
         Err(e) => reply.error(e),
     }
 }
@@ -159,6 +162,40 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
     }
 }
 
+/// One request being answered on the runtime, counted until it is done.
+struct Inflight(Arc<AtomicUsize>);
+
+impl Inflight {
+    fn enter(n: Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Inflight(n)
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn outcome<T>(
+    op: &'static str,
+    r: Result<Result<T, FsError>, Box<dyn std::any::Any + Send>>,
+) -> Result<T, Errno> {
+    match r {
+        Ok(r) => r.map_err(|e| errno(op, &e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(op, "request panicked ({what}); answered with EIO");
+            Err(Errno::EIO)
+        }
+    }
+}
+
 impl<S: ObjectStore> FuseAdapter<S> {
     /// Runs one request's logic and replies. Most requests (cached lookups, writes into
     /// staging, reads from cached blocks) finish without waiting for anything: those are
@@ -170,21 +207,23 @@ impl<S: ObjectStore> FuseAdapter<S> {
         work: impl Future<Output = Result<T, FsError>> + Send + 'static,
         done: impl FnOnce(Result<T, Errno>) + Send + 'static,
     ) {
-        let mut work = Box::pin(work);
+        // A panic in one request answers that request with EIO; the mount keeps serving.
+        let mut work = Box::pin(AssertUnwindSafe(work).catch_unwind());
         let first = {
             let _rt = self.rt.enter();
             let mut cx = Context::from_waker(Waker::noop());
             work.as_mut().poll(&mut cx)
         };
         if let Poll::Ready(r) = first {
-            return done(r.map_err(|e| errno(op, &e)));
+            return done(outcome(op, r));
         }
-        // Polled again on the runtime, which registers its own waker.
-        let inflight = self.inflight.clone();
-        inflight.fetch_add(1, Ordering::SeqCst);
+        // Polled again on the runtime, which registers its own waker. The count drops even if
+        // `done` panics, so that unmount never waits for it forever.
+        let guard = Inflight::enter(self.inflight.clone());
         self.rt.spawn(async move {
-            done(work.await.map_err(|e| errno(op, &e)));
-            inflight.fetch_sub(1, Ordering::SeqCst);
+            let r = work.await;
+            let _guard = guard;
+            done(outcome(op, r));
         });
     }
 }
@@ -204,6 +243,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             // We clear set-user/group-ID on writes ourselves; the kernel then stops asking for
             // security.capability before every write.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // open(O_TRUNC) arrives as one OPEN: a SETATTR of the size without a handle is
+            // then always truncate(2) on a path, which must be in the bucket when it returns.
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
         ] {
             // Older kernels lack some of these; each is an optimisation only.
             let _ = config.add_capabilities(flag);
@@ -216,14 +258,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::ENOENT);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
-        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        let fs = self.fs.clone();
         self.spawn(
             "lookup",
             async move { fs.lookup(parent.0, &name).await },
-            move |r| reply_entry(reply, ttl, r),
+            move |r| reply_entry(reply, r),
         );
     }
 
@@ -232,12 +275,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        let fs = self.fs.clone();
         self.spawn(
             "getattr",
             async move { fs.getattr(ino.0).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Ok(a) => reply.attr(&a.valid, &file_attr(&a)),
                 Err(e) => reply.error(e),
             },
         );
@@ -254,7 +297,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -267,12 +310,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             gid,
             mtime: mtime.map(time),
         };
-        let (fs, ttl) = (self.fs.clone(), self.fs.ttl());
+        let fs = self.fs.clone();
         self.spawn(
             "setattr",
-            async move { fs.setattr(ino.0, size, change).await },
+            async move { fs.setattr(ino.0, size, change, fh.map(|h| h.0)).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Ok(a) => reply.attr(&a.valid, &file_attr(&a)),
                 Err(e) => reply.error(e),
             },
         );
@@ -300,14 +343,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::EINVAL);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
-        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        let (fs, who) = (self.fs.clone(), caller(req));
         self.spawn(
             "mknod",
             async move { fs.mknod(parent.0, &name, mode, umask, who).await },
-            move |r| reply_entry(reply, ttl, r),
+            move |r| reply_entry(reply, r),
         );
     }
 
@@ -320,20 +364,22 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::EINVAL);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
-        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        let (fs, who) = (self.fs.clone(), caller(req));
         self.spawn(
             "mkdir",
             async move { fs.mkdir(parent.0, &name, mode, umask, who).await },
-            move |r| reply_entry(reply, ttl, r),
+            move |r| reply_entry(reply, r),
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::ENOENT);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
         self.spawn(
@@ -344,8 +390,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::ENOENT);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
         self.spawn(
@@ -363,15 +410,16 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let Some(name) = utf8(link_name) else {
-            return reply.error(Errno::EINVAL);
+        let name = match name_of(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let target = target.as_os_str().as_encoded_bytes().to_vec();
-        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        let (fs, who) = (self.fs.clone(), caller(req));
         self.spawn(
             "symlink",
             async move { fs.symlink(parent.0, &name, &target, who).await },
-            move |r| reply_entry(reply, ttl, r),
+            move |r| reply_entry(reply, r),
         );
     }
 
@@ -385,8 +433,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
-            return reply.error(Errno::EINVAL);
+        let (name, newname) = match (name_of(name), name_of(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         let fs = self.fs.clone();
         let flags = flags.bits();
@@ -490,7 +539,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let (fs, tid) = (self.fs.clone(), req.pid());
         self.spawn(
             "flush",
-            async move { fs.flush(fh.0, Some(tid)).await },
+            async move { fs.flush(fh.0, tid).await },
             move |r| reply_empty(reply, r),
         );
     }
@@ -516,17 +565,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(
-            "fsync",
-            async move { fs.flush(fh.0, None).await },
-            move |r| reply_empty(reply, r),
-        );
+        self.spawn("fsync", async move { fs.fsync(ino.0).await }, move |r| {
+            reply_empty(reply, r)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -574,7 +621,6 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             Ok(items) => items,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };
-        let ttl = self.fs.ttl();
         for (next, item) in items {
             let dots = item.name == "." || item.name == "..";
             // The kernel counts a lookup for every entry but `.` and `..`.
@@ -590,7 +636,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 INodeNo(attr.ino),
                 next,
                 &item.name,
-                &ttl,
+                &attr.valid,
                 &file_attr(&attr),
                 Generation(0),
             ) {
@@ -647,8 +693,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             // The kernel remembers ENOSYS and stops asking (-o noxattr).
             return reply.error(Errno::ENOSYS);
         }
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::from_i32(libc::ENOTSUP));
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let (fs, value) = (self.fs.clone(), value.to_vec());
         self.spawn(
@@ -663,7 +710,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             // The kernel remembers ENOSYS and stops asking (-o noxattr).
             return reply.error(Errno::ENOSYS);
         }
-        let name = utf8(name).unwrap_or_default();
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
         let fs = self.fs.clone();
         self.spawn(
             "getxattr",
@@ -686,8 +736,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::from_i32(libc::ENODATA));
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         if !self.fs.config().xattr {
             // The kernel remembers ENOSYS and stops asking (-o noxattr).
@@ -715,10 +766,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let Some(name) = utf8(name) else {
-            return reply.error(Errno::EINVAL);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
-        let (fs, ttl, who) = (self.fs.clone(), self.fs.ttl(), caller(req));
+        let (fs, who) = (self.fs.clone(), caller(req));
         let exclusive = flags & libc::O_EXCL != 0;
         self.spawn(
             "create",
@@ -728,7 +780,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             },
             move |r| match r {
                 Ok((a, o)) => reply.created(
-                    &ttl,
+                    &a.valid,
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(o.fh),

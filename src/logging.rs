@@ -35,6 +35,11 @@ pub fn detach() {
     DETACHED.store(true, Ordering::SeqCst);
 }
 
+/// Whether log lines go to syslog now (stderr is /dev/null).
+pub fn is_detached() -> bool {
+    DETACHED.load(Ordering::SeqCst)
+}
+
 struct LogWriter;
 
 impl Write for LogWriter {

@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use clap::Parser;
 
 use s3mount::cli::{Cli, MountConfig};
@@ -41,7 +43,12 @@ fn main() {
     let code = match MountConfig::from_cli(cli, &ProcessEnv).and_then(s3mount::run::run) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("s3mount: {e}");
+            if s3mount::logging::is_detached() {
+                // stderr is /dev/null now: the log (syslog/journald) is where this is seen.
+                tracing::error!("{e}");
+            } else {
+                let _ = writeln!(std::io::stderr(), "s3mount: {e}");
+            }
             1
         }
     };

@@ -266,7 +266,8 @@ fn kill_9_during_a_write_leaves_old_or_new_content_and_a_remount_works() {
     let got = s.get(B, "victim");
     assert!(
         got == old || got == pattern(40 << 20, 51),
-        "only old or new content, never a mix"
+        "only old or new content, never a mix (got {} bytes)",
+        got.len()
     );
     // A remount on the same directory works at once.
     let home = tempfile::tempdir().unwrap();

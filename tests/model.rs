@@ -124,13 +124,15 @@ fn apply_model(m: &mut BTreeMap<String, Node>, op: &Op) -> Result<(), i32> {
         Op::Write(p, off, data) => {
             dir_ok(m, p)?;
             match m.get_mut(p) {
-                Some(Node::File(f)) => {
+                // POSIX: a write of nothing changes nothing, not even past the end.
+                Some(Node::File(f)) if !data.is_empty() => {
                     let end = *off as usize + data.len();
                     if f.len() < end {
                         f.resize(end, 0);
                     }
                     f[*off as usize..end].copy_from_slice(data);
                 }
+                Some(Node::File(_)) => {}
                 Some(Node::Dir) => return Err(libc::EISDIR),
                 None => return Err(libc::ENOENT),
             }
@@ -223,19 +225,19 @@ async fn apply_fs(fs: &Fs<MemoryStore>, op: &Op) -> Result<(), FsError> {
             let dir = resolve_dir(fs, parent(p)).await?;
             let (attr, o) = fs.create(dir, name(p), 0o644, 0, true, ME).await?;
             fs.write(o.fh, 0, data, 1).await?;
-            fs.flush(o.fh, None).await?;
+            fs.flush(o.fh, 1).await?;
             fs.release(attr.ino, o.fh).await
         }
         Op::Write(p, off, data) => {
             let ino = resolve(fs, p).await?;
             let o = fs.open(ino, true, false).await?;
             fs.write(o.fh, *off, data, 1).await?;
-            fs.flush(o.fh, None).await?;
+            fs.flush(o.fh, 1).await?;
             fs.release(ino, o.fh).await
         }
         Op::Truncate(p, len) => {
             let ino = resolve(fs, p).await?;
-            fs.setattr(ino, Some(*len), MetaChange::default())
+            fs.setattr(ino, Some(*len), MetaChange::default(), None)
                 .await
                 .map(|_| ())
         }

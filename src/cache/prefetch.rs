@@ -41,7 +41,16 @@ impl Default for PrefetchConfig {
 
 type BlockResult = Option<Result<Bytes, FsError>>;
 
+/// The object version a handle reads.
+#[derive(Clone)]
+struct Target {
+    key: Arc<str>,
+    etag: Arc<str>,
+    size: u64,
+}
+
 struct State {
+    target: Target,
     /// Where a sequential reader reads next.
     next_offset: u64,
     window: u64,
@@ -55,9 +64,6 @@ pub struct Prefetcher<S> {
     store: Arc<S>,
     cache: Arc<BlockCache>,
     cfg: PrefetchConfig,
-    key: Arc<str>,
-    etag: Arc<str>,
-    size: u64,
     state: Mutex<State>,
 }
 
@@ -84,10 +90,12 @@ impl<S: ObjectStore> Prefetcher<S> {
             store,
             cache,
             cfg,
-            key: key.into(),
-            etag: etag.into(),
-            size,
             state: Mutex::new(State {
+                target: Target {
+                    key: key.into(),
+                    etag: etag.into(),
+                    size,
+                },
                 next_offset: 0,
                 window: 0,
                 requested_until: 0,
@@ -97,28 +105,41 @@ impl<S: ObjectStore> Prefetcher<S> {
         }
     }
 
-    fn block_key(&self, index: u64) -> BlockKey {
+    fn block_key(t: &Target, index: u64) -> BlockKey {
         BlockKey {
-            key: self.key.clone(),
-            etag: self.etag.clone(),
+            key: t.key.clone(),
+            etag: t.etag.clone(),
             index,
         }
     }
 
-    fn block_count(&self) -> u64 {
-        self.size.div_ceil(self.cfg.block_size)
+    /// This mount replaced the object with the same content elsewhere (a rename) or with a new
+    /// version of it (a metadata rewrite, a commit): reads follow it.
+    pub fn retarget(&self, key: &str, etag: &str, size: u64) {
+        let mut st = self.state.lock();
+        st.target = Target {
+            key: key.into(),
+            etag: etag.into(),
+            size,
+        };
+        st.window = 0;
+        st.requested_until = 0;
+        st.inflight.clear();
+        for (_, t) in st.tasks.drain(..) {
+            t.abort();
+        }
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        if offset >= self.size || len == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = (offset + len as u64).min(self.size);
         let bs = self.cfg.block_size;
-        let (first, last) = (offset / bs, (end - 1) / bs);
-
-        let plan = {
+        let (t, end, first, last, plan) = {
             let mut st = self.state.lock();
+            let t = st.target.clone();
+            if offset >= t.size || len == 0 {
+                return Ok(Bytes::new());
+            }
+            let end = (offset + len as u64).min(t.size);
+            let (first, last) = (offset / bs, (end - 1) / bs);
             let tolerance = st.window.max(2 * bs);
             let sequential =
                 offset + tolerance >= st.next_offset && offset <= st.next_offset + tolerance;
@@ -141,15 +162,15 @@ impl<S: ObjectStore> Prefetcher<S> {
             let cached: Vec<Option<Bytes>> = (first..=last)
                 .map(|i| match st.inflight.get(&i) {
                     Some(_) => None,
-                    None => self.cache.get(&self.block_key(i)),
+                    None => self.cache.get(&Self::block_key(&t, i)),
                 })
                 .collect();
-            if !sequential && cached.iter().any(Option::is_none) {
+            let plan = if !sequential && cached.iter().any(Option::is_none) {
                 Plan::Direct
             } else {
                 // Top up the window only once half of it has been consumed, so that each GET
                 // is a full request, not a trickle of the reader's own read size.
-                let count = self.block_count();
+                let count = t.size.div_ceil(bs);
                 let window_blocks = st.window.div_ceil(bs);
                 let per_request = (st.window.min(self.cfg.max_request) / bs).max(1);
                 let needed = last + 1;
@@ -173,24 +194,28 @@ impl<S: ObjectStore> Prefetcher<S> {
                     });
                 }
                 Plan::Blocks(sources)
-            }
+            };
+            (t, end, first, last, plan)
         };
 
         match plan {
-            Plan::Direct => {
-                Ok(read_range(&*self.store, &self.key, offset..end, Some(&self.etag)).await?)
-            }
+            Plan::Direct => Ok(read_range(&*self.store, &t.key, offset..end, Some(&t.etag)).await?),
             Plan::Blocks(sources) => {
                 let mut parts = Vec::with_capacity(sources.len());
                 for (i, src) in (first..=last).zip(sources) {
                     let block = match src {
                         Source::Ready(b) => b,
                         Source::Waiting(mut rx) => {
-                            let v = rx
-                                .wait_for(Option::is_some)
-                                .await
-                                .map_err(|_| FsError::Io("prefetch cancelled".into()))?;
-                            v.clone().expect("waited for Some")?
+                            let got = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+                            match got {
+                                Ok(v) => v.expect("waited for Some")?,
+                                // Cancelled by another thread's seek on this handle (reads of
+                                // one descriptor come in parallel): fetch the block ourselves.
+                                Err(_) => {
+                                    let r = i * bs..((i + 1) * bs).min(t.size);
+                                    read_range(&*self.store, &t.key, r, Some(&t.etag)).await?
+                                }
+                            }
                         }
                     };
                     let base = i * bs;
@@ -220,7 +245,8 @@ impl<S: ObjectStore> Prefetcher<S> {
         let per_request = (st.window.min(self.cfg.max_request) / self.cfg.block_size).max(1);
         let mut run_start: Option<u64> = None;
         for i in from..to {
-            let missing = !st.inflight.contains_key(&i) && !self.cache.contains(&self.block_key(i));
+            let missing = !st.inflight.contains_key(&i)
+                && !self.cache.contains(&Self::block_key(&st.target, i));
             match (missing, run_start) {
                 (true, None) => run_start = Some(i),
                 (true, Some(s)) if i - s == per_request => {
@@ -250,7 +276,7 @@ impl<S: ObjectStore> Prefetcher<S> {
         }
         let store = self.store.clone();
         let cache = self.cache.clone();
-        let (key, etag, size) = (self.key.clone(), self.etag.clone(), self.size);
+        let Target { key, etag, size } = st.target.clone();
         let range = first * bs..(end * bs).min(size);
         let task = tokio::spawn(async move {
             let publish_err = |senders: &[watch::Sender<BlockResult>], e: FsError| {

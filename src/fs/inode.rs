@@ -99,11 +99,12 @@ impl Inodes {
             .retain(|p, _| p != dst && !p.starts_with(&inner));
         let src_inner = format!("{src}/");
         for (ino, node) in self.nodes.iter_mut() {
-            if node.path == src || node.path.starts_with(&src_inner) {
+            // Only named inodes move: a file that lost its name (unlinked while open) keeps
+            // none under the new path either.
+            let named = self.by_path.get(&node.path) == Some(ino);
+            if named && (node.path == src || node.path.starts_with(&src_inner)) {
                 let new = format!("{dst}{}", &node.path[src.len()..]);
-                if self.by_path.get(&node.path) == Some(ino) {
-                    self.by_path.remove(&node.path);
-                }
+                self.by_path.remove(&node.path);
                 self.by_path.insert(new.clone(), *ino);
                 node.path = new;
             }

@@ -5,6 +5,11 @@ use crate::error::FsError;
 pub const MAX_NAME: usize = 255;
 pub const MAX_KEY: usize = 1024;
 
+/// A name as the kernel sends it: S3 keys are UTF-8, so other bytes can never name anything.
+pub fn from_os(name: &std::ffi::OsStr) -> Result<String, FsError> {
+    name.to_str().map(str::to_string).ok_or(FsError::BadName)
+}
+
 /// Checks a name the kernel asks for.
 pub fn check_name(name: &str) -> Result<(), FsError> {
     if name.len() > MAX_NAME {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
+use super::files::Doomed;
 use super::meta::{Kind, MetaAttrs};
-use super::{FileHandle, Found, Fs, Opened, WriteHandle, names, process, xattr};
+use super::{Found, Fs, Opened, names, process, xattr};
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use crate::upload::plan::{self, MAX_PART};
@@ -165,7 +166,7 @@ impl<S: ObjectStore> Fs<S> {
     /// What `parent/name` is, from the caches or the bucket.
     async fn find(&self, parent_path: &str, name: &str, path: &str) -> Result<Found, FsError> {
         match self.cached(parent_path, name, path) {
-            Some(r) => r,
+            Some(r) => r.map(|(f, _)| f),
             None => self.resolve(path).await,
         }
     }
@@ -195,6 +196,10 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn record_new(&self, path: &str, found: Found) -> u64 {
+        if let Ok(key) = self.keys.file(path) {
+            // The name is another file's now: an orphan that held it must not delete it.
+            self.files.key_reused(&key);
+        }
         let ino = self
             .inodes
             .lock()
@@ -211,8 +216,8 @@ impl<S: ObjectStore> Fs<S> {
         path: &str,
         truncate: bool,
     ) -> Result<Arc<WriteState<S>>, FsError> {
-        if let Some(s) = self.writes.lock().get(&ino) {
-            return Ok(s.clone());
+        if let Some(s) = self.files.write_of(ino) {
+            return Ok(s);
         }
         let key = self.keys.file(path)?;
         let (base, meta) = match self.store.head(&key).await {
@@ -238,7 +243,7 @@ impl<S: ObjectStore> Fs<S> {
             truncate,
             self.cfg.max_inflight_parts,
         )?);
-        Ok(self.writes.lock().entry(ino).or_insert(state).clone())
+        Ok(self.files.write_or_insert(ino, state))
     }
 
     pub async fn create(
@@ -253,6 +258,18 @@ impl<S: ObjectStore> Fs<S> {
         let (parent_path, path, key) = self.new_entry(parent, name)?;
         if exclusive {
             self.must_not_exist(&parent_path, name, &path).await?;
+        } else if let Some(Ok((f, _))) = self.cached(&parent_path, name, &path) {
+            // O_CREAT on a name that exists (the kernel's negative entry was stale): open that
+            // file, as open(2) does, rather than replace another descriptor's file.
+            if f.kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let ino = self.inodes.lock().by_path(&path);
+            if let Some(ino) = ino {
+                let opened = self.open(ino, true, false).await?;
+                let attr = self.getattr(ino).await?;
+                return Ok((attr, opened));
+            }
         }
         let perm = mode & 0o7777 & !umask;
         let now = SystemTime::now();
@@ -268,10 +285,11 @@ impl<S: ObjectStore> Fs<S> {
         )?);
         let found = self.new_found(Kind::File, perm, caller, now, String::new(), 0);
         let ino = self.record_new(&path, found.clone());
-        if let Some(old) = self.writes.lock().insert(ino, state) {
+        if let Some(old) = self.files.replace_write(ino, state) {
             tokio::spawn(async move { old.abandon().await });
         }
-        let opened = self.new_handle(ino, FileHandle::Write(WriteHandle::new(ino)), false);
+        self.files.opened(ino);
+        let opened = self.new_handle(ino, None, true, false);
         Ok((self.attr_of(ino, &found), opened))
     }
 
@@ -307,22 +325,17 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Writes through handle `fh` for thread `tid`.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8], tid: u32) -> Result<u32, FsError> {
-        let handle = self.file_handle(fh)?;
-        let FileHandle::Write(h) = &*handle else {
+        let h = self.file_handle(fh)?;
+        if h.reader.is_some() {
             return Err(FsError::BadHandle);
-        };
+        }
         {
             let mut writers = h.writers.lock();
             if !writers.contains(&tid) {
                 writers.push(tid);
             }
         }
-        let state = self
-            .writes
-            .lock()
-            .get(&h.ino)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let state = self.files.write_of(h.ino).ok_or(FsError::BadHandle)?;
         state.write(offset, data).await
     }
 
@@ -341,38 +354,49 @@ impl<S: ObjectStore> Fs<S> {
                     mode: Some(u32::from(p) & !0o6000),
                     ..MetaChange::default()
                 };
-                self.setattr(ino, None, change).await.map(|_| ())
+                self.setattr(ino, None, change, None).await.map(|_| ())
             }
             _ => Ok(()),
         }
     }
 
-    /// flush (every close, `tid` closing) and fsync (`None`): what was written is in the bucket
-    /// when this returns Ok. A close by a process that wrote nothing through the handle, such as
-    /// a child closing a descriptor it inherited, leaves the commit to the writers.
-    pub async fn flush(&self, fh: u64, tid: Option<u32>) -> Result<(), FsError> {
-        let handle = self.files.lock().get(&fh).cloned();
-        let Some(FileHandle::Write(h)) = handle.as_deref() else {
+    /// flush, on every close by thread `tid`: what was written through this handle is in the
+    /// bucket when this returns Ok. A close by a process that wrote nothing through the handle
+    /// (a reader, a child closing a descriptor it inherited) leaves the commit to the writers.
+    pub async fn flush(&self, fh: u64, tid: u32) -> Result<(), FsError> {
+        let Some(h) = self.handles.lock().get(&fh).cloned() else {
             return Ok(());
         };
-        if let Some(tid) = tid {
-            let writers = h.writers.lock().clone();
-            if !writers.is_empty() && !process::same_process(tid, &writers) {
-                tracing::debug!(
-                    tid,
-                    ?writers,
-                    "close by a process that did not write: no commit"
-                );
-                return Ok(());
-            }
+        let writers = h.writers.lock().clone();
+        let wrote_here = if writers.is_empty() {
+            h.dirtied.load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            process::same_process(tid, &writers)
+        };
+        if !wrote_here {
+            tracing::debug!(
+                tid,
+                ?writers,
+                "close by a process that did not write: no commit"
+            );
+            return Ok(());
         }
         self.commit_ino(h.ino).await
     }
 
+    /// fsync on any descriptor of the file: everything written to it is in the bucket when
+    /// this returns Ok.
+    pub async fn fsync(&self, ino: u64) -> Result<(), FsError> {
+        self.commit_ino(ino).await
+    }
+
     async fn commit_ino(&self, ino: u64) -> Result<(), FsError> {
-        let Some(state) = self.writes.lock().get(&ino).cloned() else {
+        let Some(state) = self.files.write_of(ino) else {
             return Ok(());
         };
+        if self.files.is_orphan(ino) {
+            return Ok(());
+        }
         if !state.is_changed().await {
             return Ok(());
         }
@@ -395,42 +419,62 @@ impl<S: ObjectStore> Fs<S> {
         Ok(())
     }
 
-    /// The last close of an inode commits what is left, forgets its pending state, and deletes
-    /// the object if it was unlinked while open.
+    /// The last close of a file commits what is left, forgets its pending state, and deletes
+    /// its object if it lost its name while open (only the version it had: a file created
+    /// under that name since is another file).
     pub async fn release(&self, ino: u64, fh: u64) -> Result<(), FsError> {
-        self.files.lock().remove(&fh);
-        let last = {
-            let mut counts = self.open_counts.lock();
-            let n = counts.entry(ino).or_insert(1);
-            *n = n.saturating_sub(1);
-            let last = *n == 0;
-            if last {
-                counts.remove(&ino);
-            }
-            last
-        };
-        if !last {
+        self.handles.lock().remove(&fh);
+        if !self.files.closed(ino) {
             return Ok(());
         }
         let result = self.commit_ino(ino).await;
         // An open that came in while committing shares the state: keep it then.
-        let state = {
-            let counts = self.open_counts.lock();
-            if counts.contains_key(&ino) {
-                return result;
-            }
-            self.writes.lock().remove(&ino)
+        let Some(last) = self.files.take_if_closed(ino) else {
+            return result;
         };
-        if let (Some(state), Err(_)) = (state, &result) {
-            tokio::spawn(async move { state.abandon().await });
+        if let Err(e) = &result {
+            // The kernel ignores what release returns: nobody else will hear of this.
+            let path = self.path_of(ino);
+            tracing::error!(
+                path,
+                "upload at the last close failed, data not written: {e}"
+            );
+            self.failed.lock().push((path, e.clone()));
         }
-        let unlinked = self.unlinked.lock().remove(&ino);
-        if let Some(key) = unlinked {
-            let r = self.store.delete(&key).await;
-            self.hidden.lock().remove(&key);
-            r?;
+        if let Some(state) = last.write {
+            if result.is_err() || last.orphan {
+                state.abandon().await;
+            }
+        }
+        if let Some(d) = last.doomed {
+            self.delete_version(&d).await?;
         }
         result
+    }
+
+    fn path_of(&self, ino: u64) -> String {
+        self.inodes
+            .lock()
+            .get(ino)
+            .map(|n| n.path.clone())
+            .unwrap_or_default()
+    }
+
+    /// Deletes `d.key` if it still holds the version `d.etag` (another client may have put a
+    /// new object there since; this mount's own new files cancel the delete beforehand).
+    async fn delete_version(&self, d: &Doomed) -> Result<(), FsError> {
+        if !d.etag.is_empty() {
+            match self.store.head(&d.key).await {
+                Ok(obj) if obj.etag != d.etag => return Ok(()),
+                Ok(_) => {}
+                Err(StoreError::NotFound) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.store.delete(&d.key).await {
+            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Makes sure the directory at `dir_path` outlives its last entry: writes its marker when it
@@ -478,20 +522,28 @@ impl<S: ObjectStore> Fs<S> {
         let key = self.keys.file(&path)?;
         self.keep_dir(&parent_path).await?;
         let ino = self.inodes.lock().by_path(&path);
-        let open = ino.is_some_and(|i| self.open_counts.lock().contains_key(&i));
-        if let Some(state) = ino.and_then(|i| self.writes.lock().remove(&i)) {
-            state.abandon().await;
-        }
-        match (open, ino) {
-            // Reads through open handles go on until the last close.
-            (true, Some(i)) => {
-                self.hidden.lock().insert(key.clone());
-                self.unlinked.lock().insert(i, key);
+        let open = ino.filter(|i| self.files.is_open(*i));
+        match open {
+            // The file lives on for its descriptors, reads and writes alike, until the last
+            // close; its object is hidden until then and deleted at that close.
+            Some(i) if !found.etag.is_empty() => {
+                let doomed = Doomed {
+                    key,
+                    etag: found.etag,
+                };
+                self.orphan(i, Some(doomed)).await
             }
-            _ => match self.store.delete(&key).await {
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            },
+            // A new file not uploaded yet has no object of its own: whatever the key still
+            // holds (an older file's) goes now, as with any unlink.
+            _ => {
+                if let Some(i) = open {
+                    self.orphan(i, None).await;
+                }
+                match self.store.delete(&key).await {
+                    Ok(()) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         self.inodes.lock().detach(&path);
         self.listing_set(&path, None);
@@ -529,25 +581,39 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.attr_of(ino, &found))
     }
 
+    /// The file at `ino` lost its name while open; `doomed`: its object, to delete at its
+    /// last close. Its pending content stays its own and is never uploaded.
+    async fn orphan(&self, ino: u64, doomed: Option<Doomed>) {
+        if let Some(state) = self.files.orphan(ino, doomed) {
+            state.orphan().await;
+        }
+    }
+
     /// Whether anything but the directory's own marker lives under it (in the bucket, or
-    /// pending here).
+    /// pending here). Keys of files unlinked while open do not count, and cannot hide others.
     async fn dir_has_entries(&self, path: &str) -> Result<bool, FsError> {
         let prefix = self.keys.dir(path);
-        let page = self.store.list(&prefix, false, None, Some(2)).await?;
-        let hidden = self.hidden.lock().clone();
+        let hidden = self.files.hidden_under(&prefix);
+        let want = i32::try_from(hidden + 2).unwrap_or(i32::MAX);
+        let page = self.store.list(&prefix, false, None, Some(want)).await?;
         if page
             .objects
             .iter()
-            .any(|o| o.key != prefix && !hidden.contains(&o.key))
+            .any(|o| o.key != prefix && !self.files.is_hidden(&o.key, &o.etag))
         {
             return Ok(true);
         }
         let inner = format!("{path}/");
         let inodes = self.inodes.lock();
-        let pending = self.writes.lock().keys().copied().collect::<Vec<_>>();
-        Ok(pending
+        Ok(self
+            .files
+            .pending()
             .iter()
-            .filter_map(|i| inodes.get(*i))
+            .filter_map(|(i, _)| {
+                inodes
+                    .get(*i)
+                    .filter(|n| inodes.by_path(&n.path) == Some(*i))
+            })
             .any(|n| n.path.starts_with(&inner)))
     }
 
@@ -611,27 +677,29 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Rewrites an object's metadata in place (CopyObject with REPLACE), keeping every other
-    /// header; a directory without a marker gets one.
+    /// header; a directory without a marker gets one. Returns the object's new ETag and size.
     async fn rewrite_meta(
         &self,
         path: &str,
         kind: Kind,
         change: impl FnOnce(&mut HashMap<String, String>),
-    ) -> Result<(), FsError> {
+    ) -> Result<Option<(String, u64)>, FsError> {
         let Some(key) = self.meta_key(path, kind)? else {
-            return Ok(());
+            return Ok(None);
         };
-        match self.store.head(&key).await {
+        let etag = match self.store.head(&key).await {
             Ok(obj) => {
                 let mut opts = obj.put_options();
                 change(&mut opts.user_meta);
                 if kind == Kind::Dir && obj.size == 0 {
                     // A marker has no content: writing it again is simpler than a copy onto
                     // itself, which some stores cannot do for `dir/` keys.
-                    self.store.put(&key, Bytes::new(), opts).await?;
+                    (self.store.put(&key, Bytes::new(), opts).await?, 0)
                 } else {
-                    self.copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
+                    let etag = self
+                        .copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
                         .await?;
+                    (etag, obj.size)
                 }
             }
             Err(StoreError::NotFound) if kind == Kind::Dir => {
@@ -641,10 +709,60 @@ impl<S: ObjectStore> Fs<S> {
                     content_type: Some(DIR_CONTENT_TYPE.into()),
                     user_meta: m,
                 };
-                self.store.put(&key, Bytes::new(), opts).await?;
+                let etag = self.store.put(&key, Bytes::new(), opts).await?;
                 self.markers.lock().insert(key);
+                (etag, 0)
             }
             Err(e) => return Err(e.into()),
+        };
+        Ok(Some(etag))
+    }
+
+    /// Applies a metadata change (mode, owner, times, xattrs) to a file: to its pending state
+    /// when it has one, so that its later commit keeps the change, and to the object right
+    /// away unless that commit is still to come. The object's new version (a copy onto itself
+    /// has a new ETag) becomes what the inode and open handles expect.
+    async fn change_meta(
+        &self,
+        ino: u64,
+        path: &str,
+        kind: Kind,
+        mtime: Option<SystemTime>,
+        change: impl Fn(&mut HashMap<String, String>),
+    ) -> Result<(), FsError> {
+        let pending = self.files.write_of(ino);
+        if let Some(state) = &pending {
+            if state.is_changed().await {
+                state
+                    .update_meta(|m, t| {
+                        change(&mut m.user_meta);
+                        if let Some(new) = mtime {
+                            *t = new;
+                        }
+                    })
+                    .await;
+                return Ok(());
+            }
+        }
+        let Some((etag, size)) = self.rewrite_meta(path, kind, &change).await? else {
+            return Ok(());
+        };
+        // A copy onto itself may keep the ETag and, within a second, Last-Modified: what a
+        // HEAD said before must not fill later listings.
+        if let Some(key) = self.meta_key(path, kind)? {
+            self.metas.lock().pop(&key);
+        }
+        if let Some(state) = pending {
+            state
+                .meta_rewritten(|m| change(&mut m.user_meta), &etag)
+                .await;
+        }
+        if kind != Kind::Dir {
+            if let Some(node) = self.inodes.lock().get_mut(ino) {
+                node.found.etag = etag.clone();
+                node.open_etag = None;
+            }
+            self.retarget(ino, &self.keys.file(path)?, &etag, size);
         }
         Ok(())
     }
@@ -674,7 +792,7 @@ impl<S: ObjectStore> Fs<S> {
             .step_by(part as usize)
             .map(|s| s..(s + part).min(size))
             .collect();
-        let results: Vec<Result<(i32, String), StoreError>> =
+        let results: Result<Vec<(i32, String)>, StoreError> =
             futures::stream::iter(ranges.into_iter().enumerate())
                 .map(|(i, r)| {
                     let id = id.clone();
@@ -689,10 +807,9 @@ impl<S: ObjectStore> Fs<S> {
                     }
                 })
                 .buffered(4)
-                .collect()
+                .try_collect()
                 .await;
-        let parts: Result<Vec<_>, _> = results.into_iter().collect();
-        let done = match parts {
+        let done = match results {
             Ok(parts) => self.store.complete_multipart(dst, &id, parts).await,
             Err(e) => Err(e),
         };
@@ -707,6 +824,7 @@ impl<S: ObjectStore> Fs<S> {
         ino: u64,
         size: Option<u64>,
         change: MetaChange,
+        fh: Option<u64>,
     ) -> Result<super::Attr, FsError> {
         self.check_writable()?;
         let (path, kind) = self.node_path(ino)?;
@@ -716,36 +834,29 @@ impl<S: ObjectStore> Fs<S> {
             }
             let state = self.write_state(ino, &path, false).await?;
             state.truncate(size).await?;
-            if !self.open_counts.lock().contains_key(&ino) {
-                // truncate(2) on a path: commit now, there is no close to wait for.
+            let handle = fh.and_then(|fh| self.handles.lock().get(&fh).cloned());
+            if let Some(h) = &handle {
+                // ftruncate: the close of this descriptor commits, as after a write.
+                h.dirtied.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if handle.is_none() {
+                // truncate(2) on a path: in the bucket when it returns, as there is no close
+                // of this caller's to wait for (other descriptors share the committed state).
                 let r = self.commit_ino(ino).await;
-                self.writes.lock().remove(&ino);
+                self.files.drop_write_if_closed(ino);
                 r?;
             }
         }
         if !change.is_empty() {
-            let pending = self.writes.lock().get(&ino).cloned();
-            match pending {
-                Some(state) if state.is_changed().await => {
-                    state
-                        .update_meta(|m, mtime| {
-                            change.apply(&mut m.user_meta, kind);
-                            if let Some(t) = change.mtime {
-                                *mtime = t;
-                            }
-                        })
-                        .await
-                }
-                _ => {
-                    self.rewrite_meta(&path, kind, |m| change.apply(m, kind))
-                        .await?
-                }
-            }
+            self.change_meta(ino, &path, kind, change.mtime, |m| change.apply(m, kind))
+                .await?;
         }
         let mut inodes = self.inodes.lock();
         let node = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
         change.apply_attrs(&mut node.found.meta);
         node.found.has_meta = true;
+        // What this mount just did is the freshest knowledge there is (READDIRPLUS compares).
+        node.valid_until = Instant::now() + self.cfg.metadata_ttl;
         if let Some(s) = size {
             node.found.size = s;
         }
@@ -808,6 +919,12 @@ impl<S: ObjectStore> Fs<S> {
             Kind::Dir => self.rename_dir(&src_path, &dst_path).await?,
             _ => self.rename_file(&src_path, &dst_path).await?,
         }
+        // A file renamed over is nameless now: open descriptors keep it, and its writes go
+        // nowhere (its object was replaced by the copy, so there is nothing left to delete).
+        let replaced = self.inodes.lock().by_path(&dst_path);
+        if let Some(i) = replaced.filter(|i| self.files.is_open(*i)) {
+            self.orphan(i, None).await;
+        }
         self.inodes.lock().rename(&src_path, &dst_path);
         self.negative.lock().put(src_path, self.fresh_until());
         self.negative.lock().pop(&dst_path);
@@ -818,8 +935,11 @@ impl<S: ObjectStore> Fs<S> {
 
     async fn rename_file(&self, src_path: &str, dst_path: &str) -> Result<(), FsError> {
         let (src_key, dst_key) = (self.keys.file(src_path)?, self.keys.file(dst_path)?);
+        // An orphan hiding the target key must not delete what is copied there.
+        self.files.key_reused(&dst_key);
+        self.metas.lock().pop(&dst_key);
         let ino = self.inodes.lock().by_path(src_path);
-        let state = ino.and_then(|i| self.writes.lock().get(&i).cloned());
+        let state = ino.and_then(|i| self.files.write_of(i));
         if let (Some(_), Some(i)) = (&state, ino) {
             // The source object must hold what was written before it is copied.
             self.commit_ino(i).await?;
@@ -830,26 +950,43 @@ impl<S: ObjectStore> Fs<S> {
             .copy_any(&src_key, &dst_key, obj.size, &obj.etag, None)
             .await?;
         self.store.delete(&src_key).await?;
-        if let Some(state) = state {
-            state.rebase(&dst_key, &etag).await;
+        if let Some(i) = ino {
+            self.moved(i, &dst_key, &etag, obj.size).await;
         }
         Ok(())
     }
 
+    /// File `ino`'s object is now `key` at version `etag` (renamed by this mount): its pending
+    /// state commits there, and the inode and open readers expect that version.
+    async fn moved(&self, ino: u64, key: &str, etag: &str, size: u64) {
+        if let Some(state) = self.files.write_of(ino) {
+            state.rebase(key, etag).await;
+        }
+        if let Some(node) = self.inodes.lock().get_mut(ino) {
+            node.found.etag = etag.to_string();
+            node.open_etag = None;
+        }
+        self.retarget(ino, key, etag, size);
+    }
+
     async fn rename_dir(&self, src_path: &str, dst_path: &str) -> Result<(), FsError> {
-        // Pending files under the directory go to the bucket first, then everything moves.
+        // Files under the directory, named ones only: a file unlinked while open is not copied.
         let inner = format!("{src_path}/");
-        let pending: Vec<u64> = {
+        let under: Vec<(u64, String)> = {
             let inodes = self.inodes.lock();
-            self.writes
-                .lock()
-                .keys()
-                .copied()
-                .filter(|i| inodes.get(*i).is_some_and(|n| n.path.starts_with(&inner)))
+            self.files
+                .pending()
+                .into_iter()
+                .filter_map(|(i, _)| {
+                    let n = inodes.get(i)?;
+                    let named = inodes.by_path(&n.path) == Some(i);
+                    (named && n.path.starts_with(&inner)).then(|| (i, n.path.clone()))
+                })
                 .collect()
         };
-        for i in pending {
-            self.commit_ino(i).await?;
+        // Pending files go to the bucket first, then everything moves.
+        for (i, _) in &under {
+            self.commit_ino(*i).await?;
         }
         let (src_prefix, dst_prefix) = (self.keys.dir(src_path), self.keys.dir(dst_path));
         let mut objects = Vec::new();
@@ -862,17 +999,18 @@ impl<S: ObjectStore> Fs<S> {
                 break;
             }
         }
-        let copies: Vec<Result<String, FsError>> = futures::stream::iter(objects.clone())
+        objects.retain(|o| !self.files.is_hidden(&o.key, &o.etag));
+        let copies: Vec<(String, String, u64)> = futures::stream::iter(objects.clone())
             .map(|o| {
                 let dst = format!("{dst_prefix}{}", &o.key[src_prefix.len()..]);
-                async move { self.copy_any(&o.key, &dst, o.size, &o.etag, None).await }
+                async move {
+                    let etag = self.copy_any(&o.key, &dst, o.size, &o.etag, None).await?;
+                    Ok::<_, FsError>((o.key, etag, o.size))
+                }
             })
             .buffer_unordered(RENAME_CONCURRENCY)
-            .collect()
-            .await;
-        for c in copies {
-            c?;
-        }
+            .try_collect()
+            .await?;
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let deletes: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
             .map(|key| async move { self.store.delete(&key).await })
@@ -884,15 +1022,42 @@ impl<S: ObjectStore> Fs<S> {
         }
         self.markers.lock().retain(|m| !m.starts_with(&src_prefix));
         if objects.iter().any(|o| o.key == src_prefix) {
-            self.markers.lock().insert(dst_prefix);
+            self.markers.lock().insert(dst_prefix.clone());
+        }
+        // Files open under the directory follow it: a later commit lands under the new name,
+        // and readers read the copies.
+        let copied: HashMap<String, (String, u64)> = copies
+            .into_iter()
+            .map(|(k, etag, size)| (k, (etag, size)))
+            .collect();
+        let open: Vec<(u64, String)> = {
+            let inodes = self.inodes.lock();
+            let handles = self.handles.lock();
+            let mut inos: Vec<u64> = handles.values().map(|h| h.ino).collect();
+            inos.extend(under.iter().map(|(i, _)| *i));
+            inos.sort_unstable();
+            inos.dedup();
+            inos.into_iter()
+                .filter_map(|i| {
+                    let n = inodes.get(i)?;
+                    let named = inodes.by_path(&n.path) == Some(i);
+                    (named && n.path.starts_with(&inner)).then(|| (i, n.path.clone()))
+                })
+                .collect()
+        };
+        for (i, path) in open {
+            let old_key = self.keys.file(&path)?;
+            if let Some((etag, size)) = copied.get(&old_key) {
+                let new_key = format!("{dst_prefix}{}", &old_key[src_prefix.len()..]);
+                self.moved(i, &new_key, etag, *size).await;
+            }
         }
         Ok(())
     }
 
     async fn xattrs(&self, ino: u64) -> Result<BTreeMap<String, Vec<u8>>, FsError> {
         let (path, kind) = self.node_path(ino)?;
-        let pending = self.writes.lock().get(&ino).cloned();
-        if let Some(state) = pending {
+        if let Some(state) = self.files.write_of(ino) {
             return Ok(xattr::decode(
                 state.meta().await.user_meta.get(xattr::HEADER),
             ));
@@ -919,14 +1084,7 @@ impl<S: ObjectStore> Fs<S> {
                 m.remove(xattr::HEADER);
             }
         };
-        let pending = self.writes.lock().get(&ino).cloned();
-        match pending {
-            Some(state) if state.is_changed().await => {
-                state.update_meta(|m, _| set(&mut m.user_meta)).await;
-                Ok(())
-            }
-            _ => self.rewrite_meta(&path, kind, set).await,
-        }
+        self.change_meta(ino, &path, kind, None, set).await
     }
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
@@ -980,25 +1138,20 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Unmount: commits every file still pending (a close that raced the unmount).
+    /// Unmount: commits every file still pending (a close that raced the unmount), and returns
+    /// every upload that failed where no syscall could report it.
     pub async fn flush_all(&self) -> Vec<(String, FsError)> {
-        let pending: Vec<u64> = self.writes.lock().keys().copied().collect();
-        let mut failed = Vec::new();
-        for ino in pending {
+        for (ino, _) in self.files.pending() {
             if let Err(e) = self.commit_ino(ino).await {
-                let path = self
-                    .inodes
-                    .lock()
-                    .get(ino)
-                    .map(|n| n.path.clone())
-                    .unwrap_or_default();
-                let state = self.writes.lock().remove(&ino);
-                if let Some(s) = state {
+                let path = self.path_of(ino);
+                tracing::error!(path, "upload at unmount failed, data not written: {e}");
+                if let Some(s) = self.files.take_write(ino) {
                     s.abandon().await;
                 }
-                failed.push((path, e));
+                self.failed.lock().push((path, e));
             }
         }
-        failed
+        std::mem::take(&mut *self.failed.lock())
     }
 }
 
@@ -1027,7 +1180,7 @@ mod tests {
             .await
             .unwrap();
         fs.write(o.fh, 0, data, 1).await.unwrap();
-        fs.flush(o.fh, None).await.unwrap();
+        fs.fsync(attr.ino).await.unwrap();
         fs.release(attr.ino, o.fh).await.unwrap();
         attr.ino
     }
@@ -1040,7 +1193,7 @@ mod tests {
             mode: Some(0o6755),
             ..MetaChange::default()
         };
-        fs.setattr(ino, None, setuid).await.unwrap();
+        fs.setattr(ino, None, setuid, None).await.unwrap();
         assert_eq!(fs.getattr(ino).await.unwrap().perm, 0o6755);
         fs.kill_suidgid(ino).await.unwrap();
         assert_eq!(fs.getattr(ino).await.unwrap().perm, 0o755);
@@ -1059,11 +1212,11 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        fs.flush(o.fh, Some(child.id())).await.unwrap();
+        fs.flush(o.fh, child.id()).await.unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(store.body("f").is_none());
-        fs.flush(o.fh, Some(me)).await.unwrap();
+        fs.flush(o.fh, me).await.unwrap();
         assert_eq!(store.body("f").as_deref(), Some(&b"data"[..]));
         fs.release(attr.ino, o.fh).await.unwrap();
     }
@@ -1189,6 +1342,7 @@ mod tests {
                     gid: Some(8),
                     mtime: Some(t),
                 },
+                None,
             )
             .await
             .unwrap();
@@ -1204,13 +1358,13 @@ mod tests {
     async fn truncate_without_open_and_append() {
         let (store, fs) = fs();
         let ino = write_file(&fs, ROOT, "t", b"0123456789").await;
-        fs.setattr(ino, Some(4), MetaChange::default())
+        fs.setattr(ino, Some(4), MetaChange::default(), None)
             .await
             .unwrap();
         assert_eq!(&store.body("t").unwrap()[..], b"0123");
         let o = fs.open(ino, true, false).await.unwrap();
         fs.write(o.fh, 4, b"++", 1).await.unwrap();
-        fs.flush(o.fh, None).await.unwrap();
+        fs.fsync(ino).await.unwrap();
         fs.release(ino, o.fh).await.unwrap();
         assert_eq!(&store.body("t").unwrap()[..], b"0123++");
     }

@@ -564,6 +564,7 @@ impl ObjectStore for S3Store {
             .as_ref()
             .and_then(|s| s.lock().get(upload_id).cloned())
             .unwrap_or_default();
+        let part_etags: Vec<String> = parts.iter().map(|(_, e)| e.clone()).collect();
         let parts = parts
             .into_iter()
             .map(|(n, etag)| {
@@ -595,7 +596,15 @@ impl ObjectStore for S3Store {
             Err(SdkError::ServiceError(ctx))
                 if ctx.raw().status().as_u16() == 200 && ctx.err().code().is_none() =>
             {
-                self.head(key).await?.etag
+                // Trusted only if the object there now is the one this upload made: another
+                // writer's object, or the old one, must not pass for a completed upload.
+                let now = self.head(key).await?.etag;
+                if !is_completion_of(&now, &part_etags) {
+                    return Err(StoreError::Other(format!(
+                        "CompleteMultipartUpload answered 200 without a result, and {key} is not the completed upload (ETag {now})"
+                    )));
+                }
+                now
             }
             Err(e) => return Err(self.err(e)),
         };
@@ -643,9 +652,63 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Whether `etag` is that of an object completed from parts with `part_etags`. Where parts
+/// have MD5 ETags (AWS and most stores), a multipart object's ETag is the MD5 of their binary
+/// MD5s followed by `-N`; elsewhere only the part count can be checked.
+pub fn is_completion_of(etag: &str, part_etags: &[String]) -> bool {
+    use md5::{Digest, Md5};
+    let etag = etag.trim_matches('"');
+    let count = format!("-{}", part_etags.len());
+    let md5s: Option<Vec<u8>> = part_etags
+        .iter()
+        .map(|e| {
+            let e = e.trim_matches('"');
+            (e.len() == 32)
+                .then(|| {
+                    (0..32)
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&e[i..i + 2], 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .flatten()
+        })
+        .collect::<Option<Vec<Vec<u8>>>>()
+        .map(|v| v.concat());
+    match md5s {
+        Some(bytes) => {
+            let want: String = Md5::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            etag.eq_ignore_ascii_case(&format!("{want}{count}"))
+        }
+        None => etag.ends_with(&count),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completed_upload_is_recognised_by_its_etag() {
+        use md5::{Digest, Md5};
+        let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+        let (a, b) = (Md5::digest(b"part one"), Md5::digest(b"part two"));
+        let parts = vec![format!("\"{}\"", hex(&a)), hex(&b)];
+        let whole = hex(&Md5::digest([a.as_slice(), b.as_slice()].concat()));
+        assert!(is_completion_of(&format!("\"{whole}-2\""), &parts));
+        assert!(!is_completion_of(&format!("{whole}-3"), &parts));
+        assert!(!is_completion_of(
+            "0123456789abcdef0123456789abcdef-2",
+            &parts
+        ));
+        assert!(!is_completion_of(&hex(&a), &parts), "a plain PUT is not it");
+        // Stores whose part ETags are not MD5s: the part count is all there is to check.
+        let odd = vec!["p1".to_string(), "p2".to_string()];
+        assert!(is_completion_of("whatever-2", &odd));
+        assert!(!is_completion_of("whatever", &odd));
+    }
 
     #[test]
     fn listed_keys_are_decoded_and_non_utf8_ones_refused() {

@@ -5,8 +5,11 @@
 //! of one bucket never abort each other's uploads.
 //!
 //! One file per process, `PID-STARTTIME.uploads` (the start time tells a reused PID apart):
-//! a header line with the endpoint and bucket, then `+ ID KEY` when an upload starts and
-//! `- ID` when it is completed or aborted.
+//! a header line with the endpoint and bucket, a line naming the machine, PID namespace and
+//! boot the PID belongs to (a journal of another host sharing the directory, or of another
+//! container, is never taken for a dead process's), then `+ ID KEY` when an upload starts and
+//! `- ID` when it is completed or aborted. Each `+` line is on disk (fsynced, and the file's
+//! directory entry too) before the upload it names gets its first part.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -52,6 +55,67 @@ fn header(endpoint: &str, bucket: &str) -> String {
     format!("{HEADER}\t{}\t{}", percent_encode(endpoint, true), bucket)
 }
 
+/// Where PIDs in a journal are meaningful: which machine, PID namespace and boot.
+#[derive(Debug, Clone, PartialEq)]
+struct Place {
+    machine: String,
+    pid_ns: String,
+    boot: String,
+}
+
+impl Place {
+    fn here() -> Place {
+        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+        let machine = read("/etc/machine-id")
+            .ok()
+            .filter(|m| !m.is_empty())
+            .or_else(|| read("/proc/sys/kernel/hostname").ok())
+            .unwrap_or_default();
+        let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let boot = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        Place {
+            machine,
+            pid_ns,
+            boot,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "@\t{}\t{}\t{}",
+            percent_encode(&self.machine, true),
+            percent_encode(&self.pid_ns, true),
+            percent_encode(&self.boot, true)
+        )
+    }
+
+    fn parse(text: &str) -> Option<Place> {
+        let line = text.lines().nth(1)?.strip_prefix("@\t")?;
+        let mut f = line
+            .split('\t')
+            .map(|x| percent_decode(x).and_then(|b| String::from_utf8(b).ok()));
+        Some(Place {
+            machine: f.next()??,
+            pid_ns: f.next()??,
+            boot: f.next()??,
+        })
+    }
+}
+
+/// Whether the process that wrote a journal is certainly gone. Only a journal written on this
+/// machine, in this PID namespace, can be judged: in the same boot by its PID and start time,
+/// after a reboot always. One from elsewhere (a shared directory, another container) is left.
+fn writer_gone(text: &str, pid: u32, start: u64, here: &Place) -> bool {
+    match Place::parse(text) {
+        Some(p) if p.machine != here.machine || p.pid_ns != here.pid_ns => false,
+        Some(p) if p.boot != here.boot => true,
+        // Same boot (or a journal from before this line existed): is that process alive?
+        _ => identity(pid) != Some((pid, start)),
+    }
+}
+
 impl Journal {
     /// Starts this process's journal in `dir` for uploads to `bucket` at `endpoint`.
     pub fn create(dir: &Path, endpoint: &str, bucket: &str) -> std::io::Result<Journal> {
@@ -69,13 +133,17 @@ impl Journal {
             .mode(0o600)
             .open(&path)?;
         writeln!(file, "{}", header(endpoint, bucket))?;
+        writeln!(file, "{}", Place::here().line())?;
+        file.sync_data()?;
+        // The file's name must survive a crash too, or its records are lost with it.
+        File::open(dir)?.sync_all()?;
         Ok(Journal {
             path,
             file: parking_lot::Mutex::new((file, HashSet::new())),
         })
     }
 
-    /// Records a started upload. The line is written before the upload gets any part.
+    /// Records a started upload. The line is on disk before the upload gets any part.
     pub fn started(&self, key: &str, id: &str) {
         let mut g = self.file.lock();
         g.1.insert(id.to_string());
@@ -84,12 +152,16 @@ impl Journal {
             percent_encode(id, true),
             percent_encode(key, true)
         );
-        if let Err(e) = g.0.write_all(line.as_bytes()) {
-            tracing::debug!("upload journal {}: {e}", self.path.display());
+        if let Err(e) =
+            g.0.write_all(line.as_bytes())
+                .and_then(|()| g.0.sync_data())
+        {
+            tracing::warn!("upload journal {}: {e}", self.path.display());
         }
     }
 
-    /// Records an upload that was completed or aborted.
+    /// Records an upload that was completed or aborted (not synced: losing this line only
+    /// makes a later mount abort an upload that is already gone).
     pub fn ended(&self, id: &str) {
         let mut g = self.file.lock();
         if !g.1.remove(id) {
@@ -143,6 +215,7 @@ fn orphaned(dir: &Path, endpoint: &str, bucket: &str) -> Vec<(PathBuf, Vec<(Stri
         return Vec::new();
     };
     let mine = header(endpoint, bucket);
+    let here = Place::here();
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -155,12 +228,12 @@ fn orphaned(dir: &Path, endpoint: &str, bucket: &str) -> Vec<(PathBuf, Vec<(Stri
         else {
             continue;
         };
-        if identity(pid) == Some((pid, start)) {
-            continue; // still running: its uploads are its own business
-        }
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
+        if !writer_gone(&text, pid, start, &here) {
+            continue; // running, or not ours to judge: its uploads are its own business
+        }
         if text.lines().next() == Some(mine.as_str()) {
             found.push((entry.path(), open_uploads(&text)));
         }
@@ -222,6 +295,33 @@ mod tests {
                 ("c".to_string(), "u3".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn journals_from_elsewhere_are_never_judged() {
+        let here = Place::here();
+        let me = identity(std::process::id()).unwrap();
+        let dead = dead_pid();
+        let with = |p: &Place| format!("h\n{}\n+\tu\tk\n", p.line());
+        let other_host = Place {
+            machine: "another-machine".into(),
+            ..here.clone()
+        };
+        let other_ns = Place {
+            pid_ns: "pid:[1]".into(),
+            ..here.clone()
+        };
+        let earlier_boot = Place {
+            boot: "an-earlier-boot".into(),
+            ..here.clone()
+        };
+        assert!(!writer_gone(&with(&other_host), dead, me.1, &here));
+        assert!(!writer_gone(&with(&other_ns), dead, me.1, &here));
+        assert!(writer_gone(&with(&here), dead, me.1, &here));
+        assert!(!writer_gone(&with(&here), me.0, me.1, &here), "alive");
+        // After a reboot the same PID and start time can be another process.
+        assert!(writer_gone(&with(&earlier_boot), me.0, me.1, &here));
+        assert_eq!(Place::parse(&with(&here)), Some(here));
     }
 
     #[test]

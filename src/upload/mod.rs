@@ -5,6 +5,7 @@
 
 pub mod journal;
 pub mod plan;
+pub mod ranges;
 pub mod state;
 
 pub use state::{Base, WriteState};

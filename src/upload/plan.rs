@@ -40,83 +40,6 @@ impl Part {
     }
 }
 
-/// Sorted, disjoint, non-adjacent ranges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RangeSet(Vec<Range<u64>>);
-
-impl RangeSet {
-    pub fn new() -> Self {
-        RangeSet(Vec::new())
-    }
-
-    pub fn ranges(&self) -> &[Range<u64>] {
-        &self.0
-    }
-
-    pub fn insert(&mut self, r: Range<u64>) {
-        if r.is_empty() {
-            return;
-        }
-        let (mut start, mut end) = (r.start, r.end);
-        let mut out = Vec::with_capacity(self.0.len() + 1);
-        for x in self.0.drain(..) {
-            if x.end < start || x.start > end {
-                out.push(x);
-            } else {
-                start = start.min(x.start);
-                end = end.max(x.end);
-            }
-        }
-        let at = out.partition_point(|x| x.start < start);
-        out.insert(at, start..end);
-        self.0 = out;
-    }
-
-    /// Drops everything at or past `len`.
-    pub fn truncate(&mut self, len: u64) {
-        self.0.retain(|r| r.start < len);
-        if let Some(last) = self.0.last_mut() {
-            last.end = last.end.min(len);
-        }
-    }
-
-    /// Whether all of `r` is covered.
-    pub fn covers(&self, r: &Range<u64>) -> bool {
-        r.is_empty() || self.0.iter().any(|x| x.start <= r.start && r.end <= x.end)
-    }
-
-    /// The parts of `within` not covered.
-    pub fn gaps(&self, within: Range<u64>) -> Vec<Range<u64>> {
-        let mut out = Vec::new();
-        let mut pos = within.start;
-        for x in &self.0 {
-            if x.end <= pos {
-                continue;
-            }
-            if x.start >= within.end {
-                break;
-            }
-            if x.start > pos {
-                out.push(pos..x.start.min(within.end));
-            }
-            pos = pos.max(x.end);
-        }
-        if pos < within.end {
-            out.push(pos..within.end);
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Bytes covered.
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|r| r.end - r.start).sum()
-    }
-}
-
 /// Plans the parts of an object of `new_size` bytes whose `copyable` ranges (sorted, disjoint)
 /// equal the old object at the same offsets. Copies only runs of at least `MIN_PART`, so a small
 /// edit is re-sent with a little context rather than breaking the part-size rules.
@@ -156,6 +79,7 @@ pub fn plan(new_size: u64, copyable: &[Range<u64>], part: u64) -> Vec<Part> {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+    use crate::upload::ranges::RangeSet;
 
     const MIB: u64 = 1 << 20;
 
@@ -252,7 +176,7 @@ mod tests {
                 let a = next(size);
                 set.insert(a..(a + next(30 * MIB)).min(size));
             }
-            let parts = plan(size, set.ranges(), 8 * MIB);
+            let parts = plan(size, &set.to_vec(), 8 * MIB);
             check_rules(&parts, size);
             for p in &parts {
                 if let Part::Copy(r) = p {
@@ -260,21 +184,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn range_set_merges_and_finds_gaps() {
-        let mut s = RangeSet::new();
-        s.insert(10..20);
-        s.insert(30..40);
-        s.insert(20..25);
-        assert_eq!(s.ranges(), &[10..25, 30..40]);
-        assert_eq!(s.gaps(0..50), vec![0..10, 25..30, 40..50]);
-        assert!(s.covers(&(12..24)));
-        assert!(!s.covers(&(12..26)));
-        s.insert(0..100);
-        assert_eq!(s.ranges(), &[0..100]);
-        s.truncate(42);
-        assert_eq!(s.ranges(), &[0..42]);
     }
 }

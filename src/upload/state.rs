@@ -15,14 +15,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use super::plan::{self, Part, RangeSet};
+use super::plan::{self, Part};
+use super::ranges::RangeSet;
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError, read_range};
 
@@ -91,6 +92,13 @@ impl Budget {
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::SeqCst)
     }
+
+    /// Whether bytes already uploaded as parts may stay staged, so that reads of a file being
+    /// streamed are served locally: only while half of the budget is still free, since writes
+    /// must never fail for want of space that merely keeps copies.
+    fn may_retain(&self) -> bool {
+        self.used() <= self.cap / 2
+    }
 }
 
 struct Stream {
@@ -102,15 +110,28 @@ struct Stream {
     /// The first part failure, reported by the commit if sending again fails too.
     failed: Option<FsError>,
     /// Parts whose upload failed: their bytes stay staged, so the commit sends them again.
-    resend: Vec<(i32, Option<Range<u64>>, Bytes)>,
+    resend: Vec<Resend>,
     /// A part was lost without knowing which (its task died): the upload cannot complete.
     broken: bool,
+}
+
+/// A part to send again at commit.
+struct Resend {
+    n: i32,
+    range: Option<Range<u64>>,
+    keep: bool,
+    body: Bytes,
+    /// When it failed: only failures from before the commit are tried again.
+    at: Instant,
 }
 
 struct PartFailed {
     n: i32,
     /// Where the part's bytes are staged (none when they came from memory).
     range: Option<Range<u64>>,
+    /// The staged bytes are kept for readers after the upload.
+    keep: bool,
+    at: Instant,
     body: Bytes,
     error: StoreError,
 }
@@ -156,6 +177,20 @@ impl Tail {
         }
     }
 
+    /// Copies the held bytes overlapping `at..at + buf.len()` into `buf` (which starts at `at`).
+    fn read_into(&self, buf: &mut [u8], at: u64) {
+        let mut pos = self.start;
+        for c in &self.chunks {
+            let (s, e) = (pos, pos + c.len() as u64);
+            let (from, to) = (s.max(at), e.min(at + buf.len() as u64));
+            if from < to {
+                buf[(from - at) as usize..(to - at) as usize]
+                    .copy_from_slice(&c[(from - s) as usize..(to - s) as usize]);
+            }
+            pos = e;
+        }
+    }
+
     /// The first chunk, once it is full and more follows.
     fn pop_full(&mut self) -> Option<Vec<u8>> {
         if self.chunks.len() > 1 {
@@ -193,6 +228,12 @@ struct Inner {
     /// cannot be rebuilt, so every later write, read and commit reports this.
     lost: Option<FsError>,
     tail: Option<Tail>,
+    /// Bytes uploaded as parts of the stream and no longer held here: reading them has to wait
+    /// until the upload is complete (reads fail with EIO until then, see `Budget::may_retain`).
+    dropped: RangeSet,
+    /// The file lost its name while open (unlinked, or renamed over): its content lives on for
+    /// its descriptors only and is never uploaded.
+    orphan: bool,
 }
 
 pub struct WriteState<S> {
@@ -292,6 +333,8 @@ impl<S: ObjectStore> WriteState<S> {
                 no_stream: false,
                 lost: None,
                 tail: base_none.then(Tail::new),
+                dropped: RangeSet::new(),
+                orphan: false,
             }),
             max_inflight: max_inflight.max(1),
             budget,
@@ -322,12 +365,33 @@ impl<S: ObjectStore> WriteState<S> {
         self.set_hint(&g);
     }
 
+    /// The object's metadata was rewritten in the bucket (chmod and the like on a file with
+    /// nothing to upload): the next commit must write the same, and the committed object,
+    /// copied onto itself, has a new ETag.
+    pub async fn meta_rewritten(&self, f: impl FnOnce(&mut PutOptions), etag: &str) {
+        let mut g = self.inner.lock().await;
+        f(&mut g.meta);
+        let key = g.key.clone();
+        if let Some(b) = g.base.as_mut().filter(|b| b.key == key) {
+            b.etag = etag.to_string();
+        }
+    }
+
+    /// The file has no name any more: nothing of it is uploaded from now on, and a stream in
+    /// progress is aborted. Its descriptors keep reading and writing what it holds.
+    pub async fn orphan(&self) {
+        let mut g = self.inner.lock().await;
+        g.orphan = true;
+        g.no_stream = true;
+        abort_stream(&*self.store, &mut g).await;
+    }
+
     pub async fn meta(&self) -> PutOptions {
         self.inner.lock().await.meta.clone()
     }
 
-    /// The lock, after completing a streamed upload whose sent bytes `range` touches: those
-    /// bytes are no longer staged, so the object is finished first and becomes the base.
+    /// The lock, before changing bytes at `start` or later: bytes already sent as parts cannot
+    /// change in the upload, so the object is finished first and becomes the base.
     async fn lock_for(&self, start: u64) -> Result<tokio::sync::MutexGuard<'_, Inner>, FsError> {
         let g = self.inner.lock().await;
         if let Some(e) = &g.lost {
@@ -342,11 +406,13 @@ impl<S: ObjectStore> WriteState<S> {
     }
 
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        if data.is_empty() {
+            // POSIX: writing nothing changes nothing, not even the size past the end.
+            return Ok(0);
+        }
         let mut g = self.lock_for(offset).await?;
         let end = offset + data.len() as u64;
-        let mut dirty = g.dirty.clone();
-        dirty.insert(offset..end);
-        let grown = dirty.len() - g.dirty.len();
+        let grown = (end - offset) - g.dirty.covered_len(offset..end);
         if !self.budget.take(grown) {
             return Err(FsError::NoSpace);
         }
@@ -367,7 +433,7 @@ impl<S: ObjectStore> WriteState<S> {
             }
         }
         self.staged.fetch_add(grown, Ordering::SeqCst);
-        g.dirty = dirty;
+        g.dirty.insert(offset..end);
         g.size = g.size.max(end);
         g.changed = true;
         g.mtime = SystemTime::now();
@@ -450,7 +516,19 @@ impl<S: ObjectStore> WriteState<S> {
             let len = chunk.len() as u64;
             t.start += len;
             self.budget.give_memory(len);
-            self.spawn_part(g, n, None, Bytes::from(chunk));
+            // Kept on disk for readers of the file being written, when there is room; the
+            // upload itself goes from memory.
+            let kept = self.budget.may_retain()
+                && g.file
+                    .get()
+                    .and_then(|f| f.write_all_at(&chunk, start).map_err(io))
+                    .is_ok();
+            if kept {
+                self.spawn_part(g, n, Some(start..start + len), true, Bytes::from(chunk));
+            } else {
+                g.dropped.insert(start..start + len);
+                self.spawn_part(g, n, None, false, Bytes::from(chunk));
+            }
             start + len
         } else {
             let end = if last {
@@ -460,7 +538,11 @@ impl<S: ObjectStore> WriteState<S> {
             };
             let mut buf = vec![0u8; (end - start) as usize];
             g.file.read_exact_at(&mut buf, start)?;
-            self.spawn_part(g, n, Some(start..end), Bytes::from(buf));
+            let keep = self.budget.may_retain();
+            if !keep {
+                g.dropped.insert(start..end);
+            }
+            self.spawn_part(g, n, Some(start..end), keep, Bytes::from(buf));
             end
         };
         let s = g.stream.as_mut().expect("streaming");
@@ -470,10 +552,17 @@ impl<S: ObjectStore> WriteState<S> {
     }
 
     /// Uploads `body` as part `n`; once sent, the bytes are dropped from staging (`range`) or
-    /// from the budget of memory they were held in.
-    fn spawn_part(&self, g: &mut Inner, n: i32, range: Option<Range<u64>>, body: Bytes) {
-        let file = range
-            .is_some()
+    /// from the budget they were counted in, unless `keep` (then they stay staged for readers
+    /// until the commit).
+    fn spawn_part(
+        &self,
+        g: &mut Inner,
+        n: i32,
+        range: Option<Range<u64>>,
+        keep: bool,
+        body: Bytes,
+    ) {
+        let file = (range.is_some() && !keep)
             .then(|| g.file.file.as_ref()?.try_clone().ok())
             .flatten();
         let s = g.stream.as_mut().expect("streaming");
@@ -487,13 +576,16 @@ impl<S: ObjectStore> WriteState<S> {
                     return Err(PartFailed {
                         n,
                         range,
+                        keep,
                         body,
                         error,
+                        at: Instant::now(),
                     });
                 }
             };
             // Sent: the local copy of these bytes is not needed any more.
             let freed = match (range, file) {
+                _ if keep => false,
                 (Some(range), Some(file)) => punch(&file, range),
                 (Some(_), None) => false,
                 (None, _) => true,
@@ -536,6 +628,7 @@ impl<S: ObjectStore> WriteState<S> {
             self.budget.give(self.staged.swap(0, Ordering::SeqCst));
             g.file.set_len(0)?;
             g.dirty = RangeSet::new();
+            g.dropped = RangeSet::new();
             g.base_valid = 0;
             g.no_stream = false;
             g.tail = Some(Tail::new());
@@ -550,17 +643,22 @@ impl<S: ObjectStore> WriteState<S> {
         if len < g.size {
             let before = g.dirty.len();
             g.dirty.truncate(len);
-            let freed = before - g.dirty.len();
-            self.staged.fetch_sub(
-                freed.min(self.staged.load(Ordering::SeqCst)),
-                Ordering::SeqCst,
-            );
-            self.budget.give(freed);
+            g.dropped.truncate(len);
+            self.refund(before - g.dirty.len());
             g.base_valid = g.base_valid.min(len);
             g.file.set_len(len)?;
         } else if len > g.size {
-            // The new bytes are zeros; the sparse staging file already reads as zeros there.
-            g.file.get()?.set_len(len).map_err(io)?;
+            // The new bytes are zeros; the sparse staging file already reads as zeros there,
+            // but they are content to upload, so they count against --tmp-size like writes.
+            let grown = len - g.size;
+            if !self.budget.take(grown) {
+                return Err(FsError::NoSpace);
+            }
+            if let Err(e) = g.file.get().and_then(|f| f.set_len(len).map_err(io)) {
+                self.budget.give(grown);
+                return Err(e);
+            }
+            self.staged.fetch_add(grown, Ordering::SeqCst);
             let old = g.size;
             g.dirty.insert(old..len);
         }
@@ -571,12 +669,33 @@ impl<S: ObjectStore> WriteState<S> {
         Ok(())
     }
 
+    /// Gives back budget for `n` bytes no longer staged, never more than this file took.
+    fn refund(&self, n: u64) {
+        let taken = self
+            .staged
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some(s.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        self.budget.give(n.min(taken));
+    }
+
+    /// Reads what the file holds now, never forcing a commit (a reader must not decide when a
+    /// writer's file is uploaded): bytes already sent as parts are read from where they were
+    /// kept, so only bytes sent and dropped (staging more than half full) fail until the close.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let mut g = self.lock_for(offset).await?;
-        self.spill(&mut g)?;
+        let g = self.inner.lock().await;
+        if let Some(e) = &g.lost {
+            return Err(e.clone());
+        }
         let end = (offset + len as u64).min(g.size);
         if offset >= end {
             return Ok(Bytes::new());
+        }
+        if g.dropped.covered_len(offset..end) > 0 {
+            return Err(FsError::Io(
+                "bytes of a file being written were uploaded and not kept locally (--tmp-size); they can be read once it is closed".into(),
+            ));
         }
         Ok(Bytes::from(assemble(&*self.store, &g, offset..end).await?))
     }
@@ -587,7 +706,7 @@ impl<S: ObjectStore> WriteState<S> {
         if let Some(e) = &g.lost {
             return Err(e.clone());
         }
-        if !g.changed {
+        if !g.changed || g.orphan {
             return Ok(());
         }
         let result = if g.stream.is_some() {
@@ -623,6 +742,7 @@ impl<S: ObjectStore> WriteState<S> {
         });
         g.base_valid = size;
         g.dirty = RangeSet::new();
+        g.dropped = RangeSet::new();
         g.changed = false;
         // Once committed, the content is the object's; only an empty one (a created file
         // flushed before its first write, as `dd` does when it moves the descriptor) leaves
@@ -664,44 +784,50 @@ impl<S: ObjectStore> WriteState<S> {
         self.inner.lock().await.base.clone()
     }
 
+    /// Sends the rest of the file and completes the upload. Parts that failed before the commit
+    /// began (the store was away longer than the retries lasted while the file was written)
+    /// are sent once more; a part that fails from now on has failed for good and ends the
+    /// commit at once, so a close with the store down fails within about one --op-timeout.
     async fn finish_stream(&self, g: &mut Inner) -> Result<String, FsError> {
-        // The rest of the file, then every part in flight; failures are only recorded here.
+        let began = Instant::now();
+        let s = g.stream.as_mut().expect("streaming");
+        while !s.tasks.is_empty() {
+            join_at_commit(s, began).await?;
+        }
+        if s.broken {
+            return Err(s.failed.clone().expect("a broken stream has an error"));
+        }
+        let resend = std::mem::take(&mut s.resend);
+        if !resend.is_empty() {
+            tracing::info!(key = %g.key, parts = resend.len(), "sending failed parts again");
+            s.failed = None;
+        }
+        let began = Instant::now();
+        for r in resend {
+            self.spawn_part(g, r.n, r.range, r.keep, r.body);
+            let s = g.stream.as_mut().expect("streaming");
+            while s.tasks.len() >= self.max_inflight {
+                join_at_commit(s, began).await?;
+            }
+        }
         loop {
             let s = g.stream.as_ref().expect("streaming");
-            if s.sent_until >= g.size || s.broken {
+            if s.sent_until >= g.size {
                 break;
             }
             let last = g.size - s.sent_until <= 2 * plan::stream_part_size(s.next_part);
             self.send_part(g, last)?;
             let s = g.stream.as_mut().expect("streaming");
             while s.tasks.len() >= self.max_inflight {
-                let _ = join_one(s).await;
+                join_at_commit(s, began).await?;
             }
         }
         let s = g.stream.as_mut().expect("streaming");
         while !s.tasks.is_empty() {
-            let _ = join_one(s).await;
+            join_at_commit(s, began).await?;
         }
         if s.broken {
             return Err(s.failed.clone().expect("a broken stream has an error"));
-        }
-        // Parts that failed (the store was down longer than the retries lasted) are still
-        // staged: they get one more round of attempts, and a failure now is final.
-        let resend = std::mem::take(&mut s.resend);
-        if !resend.is_empty() {
-            tracing::info!(key = %g.key, parts = resend.len(), "sending failed parts again");
-            s.failed = None;
-        }
-        for (n, range, body) in resend {
-            self.spawn_part(g, n, range, body);
-            let s = g.stream.as_mut().expect("streaming");
-            while s.tasks.len() >= self.max_inflight {
-                join_one(s).await?;
-            }
-        }
-        let s = g.stream.as_mut().expect("streaming");
-        while !s.tasks.is_empty() {
-            join_one(s).await?;
         }
         let mut parts = std::mem::take(&mut s.done);
         parts.sort_by_key(|p| p.0);
@@ -725,7 +851,9 @@ impl<S: ObjectStore> WriteState<S> {
                 .await?);
         }
         let id = self.store.create_multipart(&g.key, g.meta.clone()).await?;
-        let results: Vec<Result<(i32, String), FsError>> =
+        // The first part that fails ends the upload: the others are dropped (cancelled) rather
+        // than each waiting out its own retries against a store that is down.
+        let parts: Result<Vec<(i32, String)>, FsError> =
             futures::stream::iter(parts.into_iter().enumerate())
                 .map(|(i, part)| {
                     let n = i as i32 + 1;
@@ -749,9 +877,8 @@ impl<S: ObjectStore> WriteState<S> {
                     }
                 })
                 .buffered(self.max_inflight)
-                .collect()
+                .try_collect()
                 .await;
-        let parts: Result<Vec<_>, FsError> = results.into_iter().collect();
         match parts {
             Ok(parts) => match self.store.complete_multipart(&g.key, &id, parts).await {
                 Ok(etag) => Ok(etag),
@@ -793,10 +920,18 @@ async fn join_one(s: &mut Stream) -> Result<(), FsError> {
         Some(Ok(Err(PartFailed {
             n,
             range,
+            keep,
             body,
             error,
+            at,
         }))) => {
-            s.resend.push((n, range, body));
+            s.resend.push(Resend {
+                n,
+                range,
+                keep,
+                body,
+                at,
+            });
             FsError::from(error)
         }
         Some(Err(e)) => {
@@ -807,6 +942,16 @@ async fn join_one(s: &mut Stream) -> Result<(), FsError> {
     };
     s.failed.get_or_insert(r.clone());
     Err(r)
+}
+
+/// `join_one` during a commit that began at `began`: a part that failed earlier is kept to be
+/// sent again, one that failed since is final.
+async fn join_at_commit(s: &mut Stream, began: Instant) -> Result<(), FsError> {
+    match join_one(s).await {
+        Ok(()) => Ok(()),
+        Err(_) if s.resend.last().is_some_and(|r| r.at < began) && !s.broken => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn abort_stream<S: ObjectStore>(store: &S, g: &mut Inner) {
@@ -828,11 +973,16 @@ async fn assemble<S: ObjectStore>(
 ) -> Result<Vec<u8>, FsError> {
     let mut out = vec![0u8; (range.end - range.start) as usize];
     let at = |r: &Range<u64>| (r.start - range.start) as usize..(r.end - range.start) as usize;
-    for d in g.dirty.ranges() {
-        let r = d.start.max(range.start)..d.end.min(range.end);
+    // Written bytes: staged, or at the end held in memory (the tail).
+    let held_from = g.tail.as_ref().map_or(u64::MAX, |t| t.start);
+    for d in g.dirty.overlapping(range.clone()) {
+        let r = d.start..d.end.min(held_from);
         if !r.is_empty() {
             g.file.read_exact_at(&mut out[at(&r)], r.start)?;
         }
+    }
+    if let Some(t) = &g.tail {
+        t.read_into(&mut out, range.start);
     }
     if let Some(b) = &g.base {
         let limit = b.size.min(g.base_valid);
@@ -878,6 +1028,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Appends `n` more pattern bytes at `at` to both the file and `data`.
+    async fn write_seq_from(w: &WriteState<MemoryStore>, data: &mut Vec<u8>, at: usize, n: usize) {
+        let more = pattern(n, 99);
+        for (i, chunk) in more.chunks(MIB).enumerate() {
+            w.write((at + i * MIB) as u64, chunk).await.unwrap();
+        }
+        data.extend_from_slice(&more);
+    }
+
     /// Writes `data` from offset 0 in 1 MiB writes, as `cp` or `dd bs=1M` would.
     async fn write_seq(w: &WriteState<MemoryStore>, data: &[u8]) {
         for (i, chunk) in data.chunks(MIB).enumerate() {
@@ -916,8 +1075,63 @@ mod tests {
         store.fail_parts.store(1, Ordering::SeqCst);
         let data = pattern(30 * MIB, 2);
         write_seq(&w, &data).await;
+        // The part uploads run (and one fails) while the file is still being written.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == data);
+        assert_eq!(store.pending_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_commit_with_the_store_down_stops_at_the_first_failed_part() {
+        let store = Arc::new(MemoryStore::new());
+        let w = state(&store, None);
+        let data = pattern(100 * MIB, 9);
+        // Written while the store is up (parts go out), closed once it is down: the commit
+        // must not try every remaining part.
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            w.write((i * MIB) as u64, chunk).await.unwrap();
+            if i == 20 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                store.fail_parts.store(u64::MAX, Ordering::SeqCst);
+            }
+        }
+        let before = u64::MAX - store.fail_parts.load(Ordering::SeqCst);
+        assert!(w.commit().await.is_err());
+        let tried = u64::MAX - store.fail_parts.load(Ordering::SeqCst) - before;
+        assert!(
+            tried <= 4 + 1,
+            "{tried} parts tried after the first failure"
+        );
+        assert_eq!(store.pending_uploads(), 0, "aborted");
+        // A planned (non-streamed) upload stops at its first failure too.
+        store.fail_parts.store(0, Ordering::SeqCst);
+        let old = pattern(60 * MIB, 1);
+        store.insert("big", old.clone(), &[]);
+        let etag = store.head("big").await.unwrap().etag;
+        let base = Base {
+            key: "big".into(),
+            etag,
+            size: old.len() as u64,
+        };
+        let w = WriteState::new(
+            store.clone(),
+            &std::env::temp_dir(),
+            Budget::new(u64::MAX),
+            "big",
+            Some(base),
+            PutOptions::default(),
+            false,
+            2,
+        )
+        .unwrap();
+        for at in (0..60).step_by(6) {
+            w.write((at * MIB) as u64, b"edit").await.unwrap();
+        }
+        store.fail_parts.store(u64::MAX, Ordering::SeqCst);
+        assert!(w.commit().await.is_err());
+        let tried = u64::MAX - store.fail_parts.load(Ordering::SeqCst);
+        assert!(tried <= 2 + 1, "{tried} parts tried");
         assert_eq!(store.pending_uploads(), 0);
     }
 
@@ -951,8 +1165,6 @@ mod tests {
             w.write((i * MIB) as u64, chunk).await.unwrap();
             assert!(budget.memory.load(Ordering::SeqCst) <= 16 * MIB as u64);
         }
-        let staged = w.inner.lock().await.file.file.is_none();
-        assert!(staged, "no staging file at all");
         w.commit().await.unwrap();
         assert!(store.body("k").unwrap() == data);
         assert_eq!(budget.memory.load(Ordering::SeqCst), 0);
@@ -1110,15 +1322,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn touching_streamed_bytes_completes_the_upload_first() {
+    async fn reading_streamed_bytes_does_not_commit_but_rewriting_them_does() {
         let store = Arc::new(MemoryStore::new());
         let w = state(&store, None);
         let mut data = pattern(40 * MIB, 7);
         write_seq(&w, &data).await;
-        // Bytes already sent (and punched out locally) are read back through the object.
+        assert!(store.counters.bytes_uploaded.load(Ordering::Relaxed) >= 16 * MIB as u64);
+        // A reader sees every byte written so far, sent parts and the tail in memory alike,
+        // and decides nothing about when the file is uploaded.
         assert_eq!(&w.read(10, 100).await.unwrap()[..], &data[10..110]);
-        assert!(store.body("k").is_some(), "the read completed the upload");
-        // A rewrite of early bytes edits the completed object.
+        let mid = 20 * MIB as u64 - 50;
+        assert_eq!(
+            &w.read(mid, 100).await.unwrap()[..],
+            &data[mid as usize..][..100]
+        );
+        let end = data.len() as u64 - 30;
+        assert_eq!(&w.read(end, 100).await.unwrap()[..], &data[end as usize..]);
+        assert!(store.body("k").is_none(), "a read never commits");
+        assert_eq!(store.pending_uploads(), 1, "still streaming");
+        write_seq_from(&w, &mut data, 40 * MIB, 3 * MIB).await;
+        assert_eq!(
+            store.pending_uploads(),
+            1,
+            "appends still stream after reads"
+        );
+        // A rewrite of early bytes completes the upload, then edits the completed object.
         w.write(5, b"again").await.unwrap();
         data[5..10].copy_from_slice(b"again");
         w.write(data.len() as u64, b"tail").await.unwrap();
