@@ -791,3 +791,59 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fs::FsConfig;
+    use crate::store::memory::MemoryStore;
+
+    /// A request that panics, on the FUSE thread or later on the runtime, is answered with EIO
+    /// and leaves nothing counted in flight for unmount to wait on.
+    #[test]
+    fn a_panicking_request_answers_eio_and_is_not_left_in_flight() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let fs = Arc::new(Fs::new(Arc::new(MemoryStore::new()), FsConfig::default()));
+        let adapter = FuseAdapter::new(fs, rt.handle().clone());
+        let (tx, rx) = mpsc::channel();
+        let now = tx.clone();
+        adapter.spawn(
+            "now",
+            async {
+                if true {
+                    panic!("at once");
+                }
+                Ok(())
+            },
+            move |r: Result<(), Errno>| now.send(r).unwrap(),
+        );
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            Err(Errno::EIO)
+        );
+        adapter.spawn(
+            "later",
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if true {
+                    panic!("after waiting");
+                }
+                Ok(())
+            },
+            move |r: Result<(), Errno>| tx.send(r).unwrap(),
+        );
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            Err(Errno::EIO)
+        );
+        let inflight = adapter.inflight();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while inflight.load(Ordering::SeqCst) != 0 {
+            assert!(std::time::Instant::now() < until, "left in flight");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -214,7 +214,8 @@ fn write_key(path: &Path, body: &str, mode: u32) {
 
 #[test]
 fn service_key_as_the_cli_prints_it_mounts_its_bucket() {
-    let s = Server::moto();
+    // s3s-fs checks signatures: the key's secret must really be the one used.
+    let s = Server::s3s_fs();
     s.create_bucket("platform-bucket");
     s.put("platform-bucket", "from-key.txt", b"via service key");
     let d = Daemon::dir();
@@ -262,7 +263,8 @@ fn service_key_missing_a_field_is_named() {
 
 #[test]
 fn profile_from_aws_files_supplies_keys_and_endpoint() {
-    let s = Server::moto();
+    // s3s-fs checks signatures: picking the wrong profile ([default]'s keys) fails.
+    let s = Server::s3s_fs();
     s.create_bucket("bkt");
     s.put("bkt", "p.txt", b"profile");
     let d = Daemon::dir();
@@ -385,16 +387,23 @@ fn sighup_rereads_a_rotated_service_key() {
         .arg("0")
         .mount();
     assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"a.txt");
+    // Sends SIGHUP and waits until the mount says it has read the key again.
     let hup = || {
+        let before = m.log().matches("credentials reloaded").count();
         unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
-        std::thread::sleep(Duration::from_millis(300));
+        let until = Instant::now() + Duration::from_secs(10);
+        while m.log().matches("credentials reloaded").count() == before {
+            assert!(Instant::now() < until, "no reload logged: {}", m.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     // The platform revokes the key: operations fail with EACCES and one clear line.
     write("revoked-secret");
     hup();
     let e = fs::read(m.path("b.txt")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
-    assert!(fs::metadata(m.path("c.txt")).is_err());
+    let e = fs::metadata(m.path("c.txt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     let log = m.log();
     assert_eq!(log.matches("refuses our credentials").count(), 1, "{log}");
     assert!(!log.contains("revoked-secret") && !log.contains(SECRET));

@@ -226,6 +226,10 @@ fn rename_files_and_directories() {
         )
     };
     assert_eq!(r, -1, "RENAME_EXCHANGE cannot be done on S3");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EINVAL)
+    );
     assert_eq!(s.get(B, "y"), b"b\n");
 }
 
@@ -417,9 +421,17 @@ fn unlinked_open_file_stays_readable() {
     f.read_to_end(&mut rest).unwrap();
     head.extend_from_slice(&rest);
     assert!(head == data);
+    assert!(
+        s.try_get(B, "open").is_some(),
+        "the object stays while the file is open"
+    );
     close(f);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(s.try_get(B, "open").is_none());
+    // RELEASE reaches the mount after close(2) returns: wait for the deferred delete.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.try_get(B, "open").is_some() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(s.try_get(B, "open").is_none(), "deleted at the last close");
 }
 
 #[test]
@@ -476,6 +488,11 @@ fn a_failed_upload_is_an_error_at_close_and_leaves_no_object() {
     let m = MountBuilder::new(&s, B).mount();
     let mut f = fs::File::create(m.path("doomed")).unwrap();
     f.write_all(&pattern(20 << 20, 12)).unwrap();
+    assert_eq!(
+        s.wait_for_pending_uploads(B, 1, std::time::Duration::from_secs(10)),
+        1,
+        "a multipart upload is open"
+    );
     s.stop();
     let fd = f.into_raw_fd();
     let r = unsafe { libc::close(fd) };

@@ -1094,6 +1094,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cached_listings_stay_bounded_over_a_huge_tree() {
+        let store = Arc::new(MemoryStore::new());
+        let n = LISTINGS_BEFORE_PRUNE + 1000;
+        for i in 0..n {
+            store.insert(&format!("d{i}/f"), b"x".to_vec(), &[]);
+        }
+        let fs = Fs::new(
+            store,
+            FsConfig {
+                // All fresh: pruning cannot rely on expiry alone.
+                metadata_ttl: Duration::from_secs(3600),
+                list_stat_limit: 0,
+                ..FsConfig::default()
+            },
+        );
+        for i in 0..n {
+            let d = fs.lookup(ROOT, &format!("d{i}")).await.unwrap();
+            let fh = fs.opendir(d.ino).await.unwrap();
+            fs.releasedir(fh);
+            assert!(fs.listings.lock().len() <= LISTINGS_BEFORE_PRUNE);
+        }
+        assert_eq!(fs.lookup(ROOT, "d7").await.unwrap().kind, Kind::Dir);
+    }
+
+    #[tokio::test]
     async fn read_only_refuses_writes() {
         let store = Arc::new(MemoryStore::new());
         store.insert("f", b"x".to_vec(), &[]);

@@ -1221,6 +1221,62 @@ mod tests {
         fs.release(attr.ino, o.fh).await.unwrap();
     }
 
+    #[tokio::test]
+    async fn edits_of_a_file_read_through_broken_bodies_are_uploaded_intact() {
+        use crate::store::fault::Faulty;
+        // Every second GET breaks off half-way: the unchanged bytes of the old object that an
+        // edit is assembled from are read through resumed bodies.
+        let store = Arc::new(Faulty::new(MemoryStore::new(), 2));
+        let old: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        store.inner().insert("f", old.clone(), &[]);
+        let fs = Fs::new(store.clone(), FsConfig::default());
+        let a = fs.lookup(ROOT, "f").await.unwrap();
+        let o = fs.open(a.ino, true, false).await.unwrap();
+        let mut want = old;
+        for at in [10u64, 1_000_000, 2_999_990] {
+            fs.write(o.fh, at, b"EDIT", 1).await.unwrap();
+            want[at as usize..at as usize + 4].copy_from_slice(b"EDIT");
+        }
+        let back = fs.read(o.fh, 999_998, 8).await.unwrap();
+        assert_eq!(&back[..], &want[999_998..1_000_006]);
+        fs.flush(o.fh, 1).await.unwrap();
+        fs.release(a.ino, o.fh).await.unwrap();
+        assert!(store.inner().body("f").unwrap() == want);
+        assert!(
+            store.cuts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "bodies were cut"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_fails_at_the_last_close_is_reported_at_unmount() {
+        let (store, fs) = fs();
+        let (attr, o) = fs.create(ROOT, "lost", 0o644, 0, false, ME).await.unwrap();
+        let data = vec![5u8; 30 << 20];
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            fs.write(o.fh, (i << 20) as u64, chunk, 1).await.unwrap();
+        }
+        // The writer's flush never came (a write through mmap after close, say): the last
+        // close commits, and the kernel ignores what it returns.
+        store
+            .fail_parts
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        assert!(fs.release(attr.ino, o.fh).await.is_err());
+        let failed = fs.flush_all().await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, "lost");
+        assert!(store.body("lost").is_none());
+        assert_eq!(store.pending_uploads(), 0, "aborted");
+    }
+
+    #[tokio::test]
+    async fn a_huge_symlink_object_is_not_loaded() {
+        let (store, fs) = fs();
+        store.insert("ln", vec![b'x'; 1 << 20], &[("mode", "41471")]);
+        let a = fs.lookup(ROOT, "ln").await.unwrap();
+        assert_eq!(fs.readlink(a.ino).await.unwrap().len(), 4096);
+    }
+
     #[test]
     fn times_are_formatted_like_s3fs() {
         assert_eq!(

@@ -18,6 +18,11 @@ pub struct Faulty<S> {
 }
 
 impl<S> Faulty<S> {
+    /// The decorated store, to look at what a test did to it.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
     pub fn new(inner: S, cut_every: u64) -> Self {
         Faulty {
             inner,

@@ -1301,6 +1301,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn truncating_up_is_charged_and_down_refunds_only_what_was_charged() {
+        let store = Arc::new(MemoryStore::new());
+        let budget = Budget::new(1000);
+        let w = state_within(&store, budget.clone(), None);
+        w.write(0, &[1; 100]).await.unwrap();
+        w.truncate(700).await.unwrap();
+        assert_eq!(budget.used(), 700, "the zeros grown are content to upload");
+        assert!(matches!(w.truncate(1200).await, Err(FsError::NoSpace)));
+        w.truncate(50).await.unwrap();
+        assert_eq!(budget.used(), 50);
+        // Another file's charge is never given back by this one's shrinking.
+        let other = state_within(&store, budget.clone(), None);
+        other.write(0, &[2; 300]).await.unwrap();
+        w.truncate(10).await.unwrap();
+        w.truncate(0).await.unwrap();
+        assert_eq!(budget.used(), 300);
+        drop(other);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
     async fn staging_budget_refuses_writes_beyond_it_and_commit_frees_it() {
         let store = Arc::new(MemoryStore::new());
         let budget = Budget::new(1000);
