@@ -175,6 +175,8 @@ trait Target {
     fn bucket(&mut self, name: &str) -> Option<Vec<u8>>;
     fn bucket_keys(&mut self) -> Vec<String>;
     fn pending_uploads(&mut self) -> usize;
+    /// Waits for work the kernel does after close(2) returns (RELEASE), before the final check.
+    fn settle(&mut self) {}
 }
 
 /// Runs `ops` on the model and on `t`, checking after each step; `Err` says what differed.
@@ -387,6 +389,7 @@ fn run(t: &mut dyn Target, ops: &[Op]) -> Result<(), String> {
         t.close(0).map_err(|e| format!("final close: errno {e}"))?;
         m.handles.remove(0);
     }
+    t.settle();
     let want: Vec<String> = m.names.keys().map(|n| NAMES[*n].to_string()).collect();
     let keys = t.bucket_keys();
     if keys != want {
@@ -563,7 +566,7 @@ impl Target for Logic {
     }
 }
 
-fn check_with(cases: u32, max_ops: usize, make: impl Fn() -> Box<dyn Target>) {
+fn check_with<'a>(cases: u32, max_ops: usize, make: impl Fn() -> Box<dyn Target + 'a>) {
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -581,4 +584,168 @@ fn check_with(cases: u32, max_ops: usize, make: impl Fn() -> Box<dyn Target>) {
 #[test]
 fn many_descriptors_agree_with_the_posix_model() {
     check_with(256, 40, || Box::new(Logic::new()));
+}
+
+/// A real mount over moto, driven through system calls on real descriptors.
+struct Real<'a> {
+    s: &'a common::Server,
+    bucket: String,
+    m: Option<common::Mount>,
+    open: Vec<std::fs::File>,
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn io_errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl<'a> Real<'a> {
+    fn new(s: &'a common::Server) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let bucket = format!(
+            "model{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        s.create_bucket(&bucket);
+        let m = common::MountBuilder::new(s, &bucket)
+            .arg("--metadata-ttl")
+            .arg("0")
+            .mount();
+        Real {
+            s,
+            bucket,
+            m: Some(m),
+            open: Vec::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.m.as_ref().expect("mounted").path(name)
+    }
+
+    fn cpath(&self, name: &str) -> std::ffi::CString {
+        std::ffi::CString::new(self.path(name).into_os_string().into_encoded_bytes()).unwrap()
+    }
+}
+
+impl Target for Real<'_> {
+    fn open(&mut self, name: &str, write: bool, trunc: bool, create: bool) -> Result<(), i32> {
+        use std::os::fd::FromRawFd;
+        let mut flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        if trunc {
+            flags |= libc::O_TRUNC;
+        }
+        if create {
+            flags |= libc::O_CREAT;
+        }
+        let fd = unsafe { libc::open(self.cpath(name).as_ptr(), flags, 0o644 as libc::c_uint) };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        self.open.push(unsafe { std::fs::File::from_raw_fd(fd) });
+        Ok(())
+    }
+
+    fn write(&mut self, h: usize, off: u64, data: &[u8]) -> Result<(), i32> {
+        use std::os::unix::fs::FileExt;
+        self.open[h].write_all_at(data, off).map_err(io_errno)
+    }
+
+    fn read(&mut self, h: usize, off: u64, len: u32) -> Result<Vec<u8>, i32> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match self.open[h].read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(io_errno(e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    fn close(&mut self, h: usize) -> Result<(), i32> {
+        use std::os::fd::IntoRawFd;
+        let fd = self.open.remove(h).into_raw_fd();
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    }
+
+    fn fsync(&mut self, h: usize) -> Result<(), i32> {
+        self.open[h].sync_all().map_err(io_errno)
+    }
+
+    fn unlink(&mut self, name: &str) -> Result<(), i32> {
+        std::fs::remove_file(self.path(name)).map_err(io_errno)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        std::fs::rename(self.path(from), self.path(to)).map_err(io_errno)
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), i32> {
+        if unsafe { libc::truncate(self.cpath(name).as_ptr(), len as libc::off_t) } != 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    }
+
+    fn chmod(&mut self, name: &str, mode: u32) -> Result<(), i32> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(name), std::fs::Permissions::from_mode(mode))
+            .map_err(io_errno)
+    }
+
+    fn mode(&mut self, name: &str) -> Result<u32, i32> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.path(name))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .map_err(io_errno)
+    }
+
+    fn put_behind(&mut self, name: &str, data: &[u8]) {
+        self.s.put(&self.bucket, name, data);
+    }
+
+    fn delete_behind(&mut self, name: &str) {
+        self.s.delete(&self.bucket, name);
+    }
+
+    fn bucket(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.s.try_get(&self.bucket, name)
+    }
+
+    fn bucket_keys(&mut self) -> Vec<String> {
+        self.s.keys(&self.bucket)
+    }
+
+    fn pending_uploads(&mut self) -> usize {
+        self.s.pending_uploads(&self.bucket)
+    }
+
+    fn settle(&mut self) {
+        // RELEASE reaches the mount after close(2) returns; unmounting waits for all of them.
+        if let Some(m) = self.m.take() {
+            let (status, log) = m.finish();
+            assert!(status.success(), "unmount: {status}\n{log}");
+        }
+    }
+}
+
+#[test]
+fn many_descriptors_on_a_real_mount_agree_with_the_posix_model() {
+    let s = common::Server::moto();
+    // A short run in CI; MODEL_CASES=200 for a long one.
+    let cases = std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    check_with(cases, 25, || Box::new(Real::new(&s)));
 }

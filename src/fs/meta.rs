@@ -85,46 +85,100 @@ pub fn parse(meta: &HashMap<String, String>, is_dir: bool) -> MetaAttrs {
     out
 }
 
-/// Percent-encodes everything but unreserved characters (and `/` when `keep_slash`).
-pub fn percent_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// What a setattr changes besides the size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
 }
 
-pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
+impl MetaChange {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.uid.is_none() && self.gid.is_none() && self.mtime.is_none()
+    }
+
+    /// Writes the change into s3fs-style headers of an object of `kind`.
+    pub fn apply(&self, meta: &mut HashMap<String, String>, kind: Kind) {
+        if let Some(mode) = self.mode {
+            meta.insert(
+                "mode".into(),
+                (type_bits(kind) | (mode & 0o7777)).to_string(),
+            );
+        }
+        if let Some(uid) = self.uid {
+            meta.insert("uid".into(), uid.to_string());
+        }
+        if let Some(gid) = self.gid {
+            meta.insert("gid".into(), gid.to_string());
+        }
+        if let Some(t) = self.mtime {
+            meta.insert("mtime".into(), fmt_time(t));
         }
     }
-    Some(out)
+
+    pub fn apply_attrs(&self, m: &mut MetaAttrs) {
+        if let Some(mode) = self.mode {
+            m.perm = Some((mode & 0o7777) as u16);
+        }
+        if let Some(uid) = self.uid {
+            m.uid = Some(uid);
+        }
+        if let Some(gid) = self.gid {
+            m.gid = Some(gid);
+        }
+        if let Some(t) = self.mtime {
+            m.mtime = Some(t);
+        }
+    }
+}
+
+fn type_bits(kind: Kind) -> u32 {
+    match kind {
+        Kind::File => libc::S_IFREG,
+        Kind::Dir => libc::S_IFDIR,
+        Kind::Symlink => libc::S_IFLNK,
+    }
+}
+
+/// `sec` or `sec.nnnnnnnnn`, as s3fs and rclone read and write it.
+pub fn fmt_time(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            format!("-{}", d.as_secs())
+        }
+    }
+}
+
+/// The Content-Type of directory markers.
+pub const DIR_CONTENT_TYPE: &str = "application/x-directory";
+
+/// Headers of a new object of `kind` (a directory's marker included) carrying `change`.
+pub fn object_options(kind: Kind, change: &MetaChange) -> crate::store::PutOptions {
+    let mut user_meta = HashMap::new();
+    change.apply(&mut user_meta, kind);
+    crate::store::PutOptions {
+        content_type: (kind == Kind::Dir).then(|| DIR_CONTENT_TYPE.to_string()),
+        user_meta,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_formatted_like_s3fs() {
+        assert_eq!(
+            fmt_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "1700000000"
+        );
+        assert_eq!(fmt_time(UNIX_EPOCH + Duration::new(5, 42)), "5.000000042");
+    }
 
     fn m(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -189,17 +243,6 @@ mod tests {
         );
         assert_eq!(parse_time("1.0000000001"), None);
         assert_eq!(parse_time(""), None);
-    }
-
-    #[test]
-    fn percent_coding_round_trips() {
-        let s = "a b/ü%+{\"}";
-        assert_eq!(percent_encode("a b/c", true), "a%20b/c");
-        assert_eq!(
-            percent_decode(&percent_encode(s, false)).unwrap(),
-            s.as_bytes()
-        );
-        assert_eq!(percent_decode("%zz"), None);
     }
 
     #[test]

@@ -4,20 +4,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::files::Doomed;
-use super::meta::{Kind, MetaAttrs};
+pub use super::meta::MetaChange;
+use super::meta::{self, Kind, MetaAttrs};
 use super::{Found, Fs, Opened, names, process, xattr};
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use crate::upload::plan::{self, MAX_PART};
 use crate::upload::{Base, WriteState};
 
-const DIR_CONTENT_TYPE: &str = "application/x-directory";
 /// Objects copied or deleted at once by a directory rename.
 const RENAME_CONCURRENCY: usize = 16;
 
@@ -26,75 +26,6 @@ const RENAME_CONCURRENCY: usize = 16;
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
-}
-
-/// What a setattr changes besides the size.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetaChange {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub mtime: Option<SystemTime>,
-}
-
-impl MetaChange {
-    fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.uid.is_none() && self.gid.is_none() && self.mtime.is_none()
-    }
-
-    /// Writes the change into s3fs-style headers of an object of `kind`.
-    fn apply(&self, meta: &mut HashMap<String, String>, kind: Kind) {
-        if let Some(mode) = self.mode {
-            meta.insert(
-                "mode".into(),
-                (type_bits(kind) | (mode & 0o7777)).to_string(),
-            );
-        }
-        if let Some(uid) = self.uid {
-            meta.insert("uid".into(), uid.to_string());
-        }
-        if let Some(gid) = self.gid {
-            meta.insert("gid".into(), gid.to_string());
-        }
-        if let Some(t) = self.mtime {
-            meta.insert("mtime".into(), fmt_time(t));
-        }
-    }
-
-    fn apply_attrs(&self, m: &mut MetaAttrs) {
-        if let Some(mode) = self.mode {
-            m.perm = Some((mode & 0o7777) as u16);
-        }
-        if let Some(uid) = self.uid {
-            m.uid = Some(uid);
-        }
-        if let Some(gid) = self.gid {
-            m.gid = Some(gid);
-        }
-        if let Some(t) = self.mtime {
-            m.mtime = Some(t);
-        }
-    }
-}
-
-fn type_bits(kind: Kind) -> u32 {
-    match kind {
-        Kind::File => libc::S_IFREG,
-        Kind::Dir => libc::S_IFDIR,
-        Kind::Symlink => libc::S_IFLNK,
-    }
-}
-
-/// `sec` or `sec.nnnnnnnnn`, as s3fs and rclone read and write it.
-pub fn fmt_time(t: SystemTime) -> String {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
-        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-        Err(e) => {
-            let d = e.duration();
-            format!("-{}", d.as_secs())
-        }
-    }
 }
 
 impl<S: ObjectStore> Fs<S> {
@@ -107,18 +38,13 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn new_meta(&self, kind: Kind, perm: u32, caller: Caller, now: SystemTime) -> PutOptions {
-        let mut m = HashMap::new();
-        MetaChange {
+        let change = MetaChange {
             mode: Some(perm),
             uid: Some(caller.uid),
             gid: Some(caller.gid),
             mtime: Some(now),
-        }
-        .apply(&mut m, kind);
-        PutOptions {
-            content_type: (kind == Kind::Dir).then(|| DIR_CONTENT_TYPE.to_string()),
-            user_meta: m,
-        }
+        };
+        meta::object_options(kind, &change)
     }
 
     fn new_found(
@@ -490,18 +416,13 @@ impl<S: ObjectStore> Fs<S> {
         match self.store.head(&marker).await {
             Ok(_) => {}
             Err(StoreError::NotFound) => {
-                let mut m = HashMap::new();
-                MetaChange {
+                let change = MetaChange {
                     mode: Some(self.cfg.dir_mode as u32),
                     uid: Some(self.cfg.uid),
                     gid: Some(self.cfg.gid),
                     mtime: Some(SystemTime::now()),
-                }
-                .apply(&mut m, Kind::Dir);
-                let opts = PutOptions {
-                    content_type: Some(DIR_CONTENT_TYPE.into()),
-                    user_meta: m,
                 };
+                let opts = meta::object_options(Kind::Dir, &change);
                 self.store.put(&marker, Bytes::new(), opts).await?;
             }
             Err(e) => return Err(e.into()),
@@ -703,12 +624,9 @@ impl<S: ObjectStore> Fs<S> {
                 }
             }
             Err(StoreError::NotFound) if kind == Kind::Dir => {
-                let mut m = HashMap::new();
-                change(&mut m);
-                let opts = PutOptions {
-                    content_type: Some(DIR_CONTENT_TYPE.into()),
-                    user_meta: m,
-                };
+                // A directory without a marker gets one, carrying just the change.
+                let mut opts = meta::object_options(Kind::Dir, &MetaChange::default());
+                change(&mut opts.user_meta);
                 let etag = self.store.put(&key, Bytes::new(), opts).await?;
                 self.markers.lock().insert(key);
                 (etag, 0)
@@ -1157,7 +1075,7 @@ impl<S: ObjectStore> Fs<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
     use crate::fs::FsConfig;
@@ -1275,15 +1193,6 @@ mod tests {
         store.insert("ln", vec![b'x'; 1 << 20], &[("mode", "41471")]);
         let a = fs.lookup(ROOT, "ln").await.unwrap();
         assert_eq!(fs.readlink(a.ino).await.unwrap().len(), 4096);
-    }
-
-    #[test]
-    fn times_are_formatted_like_s3fs() {
-        assert_eq!(
-            fmt_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "1700000000"
-        );
-        assert_eq!(fmt_time(UNIX_EPOCH + Duration::new(5, 42)), "5.000000042");
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::meta::{percent_decode, percent_encode};
+use crate::store::percent::{percent_decode, percent_encode};
 
 /// The user-metadata key (without `x-amz-meta-`).
 pub const HEADER: &str = "xattr";

@@ -2,6 +2,7 @@
 
 pub mod fault;
 pub mod memory;
+pub mod percent;
 pub mod s3;
 
 use std::collections::HashMap;

@@ -304,12 +304,12 @@ fn decode_key(listed: &str, encoded: bool) -> Option<String> {
     if !encoded {
         return Some(listed.to_string());
     }
-    String::from_utf8(crate::fs::meta::percent_decode(listed)?).ok()
+    String::from_utf8(super::percent::percent_decode(listed)?).ok()
 }
 
 /// `x-amz-copy-source`: the bucket and the URL-encoded key.
 fn copy_source(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", crate::fs::meta::percent_encode(key, true))
+    format!("{bucket}/{}", super::percent::percent_encode(key, true))
 }
 
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::fs::meta::{percent_decode, percent_encode};
+use crate::store::percent::{percent_decode, percent_encode};
 use crate::store::{ObjectStore, StoreError};
 
 const HEADER: &str = "s3mount-uploads 1";
