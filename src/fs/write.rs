@@ -16,7 +16,7 @@ use super::{Found, Fs, Opened, names, process, xattr};
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use crate::upload::plan::{self, MAX_PART};
-use crate::upload::{Base, WriteState};
+use crate::upload::{Base, WriteState, multipart};
 
 /// Objects copied or deleted at once by a directory rename.
 const RENAME_CONCURRENCY: usize = 16;
@@ -705,36 +705,16 @@ impl<S: ObjectStore> Fs<S> {
             }
         };
         let part = plan::part_size(size).max(1 << 30);
-        let id = self.store.create_multipart(dst, opts).await?;
         let ranges: Vec<_> = (0..size)
             .step_by(part as usize)
             .map(|s| s..(s + part).min(size))
             .collect();
-        let results: Result<Vec<(i32, String)>, StoreError> =
-            futures::stream::iter(ranges.into_iter().enumerate())
-                .map(|(i, r)| {
-                    let id = id.clone();
-                    async move {
-                        let n = i as i32 + 1;
-                        Ok((
-                            n,
-                            self.store
-                                .upload_part_copy(dst, &id, n, src, etag, r)
-                                .await?,
-                        ))
-                    }
-                })
-                .buffered(4)
-                .try_collect()
-                .await;
-        let done = match results {
-            Ok(parts) => self.store.complete_multipart(dst, &id, parts).await,
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = self.store.abort_multipart(dst, &id).await;
-        }
-        Ok(done?)
+        let store = &*self.store;
+        multipart::upload(store, dst, opts, ranges, 4, |id, n, r| {
+            let id = id.to_string();
+            async move { Ok(store.upload_part_copy(dst, &id, n, src, etag, r).await?) }
+        })
+        .await
     }
 
     pub async fn setattr(

@@ -4,6 +4,7 @@
 //! mount can abort what a killed one left behind (`journal`).
 
 pub mod journal;
+pub mod multipart;
 pub mod plan;
 pub mod ranges;
 pub mod state;

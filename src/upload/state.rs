@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
+use super::multipart;
 use super::plan::{self, Part};
 use super::ranges::RangeSet;
 use crate::error::FsError;
@@ -850,48 +850,32 @@ impl<S: ObjectStore> WriteState<S> {
                 .put(&g.key, Bytes::from(body), g.meta.clone())
                 .await?);
         }
-        let id = self.store.create_multipart(&g.key, g.meta.clone()).await?;
-        // The first part that fails ends the upload: the others are dropped (cancelled) rather
-        // than each waiting out its own retries against a store that is down.
-        let parts: Result<Vec<(i32, String)>, FsError> =
-            futures::stream::iter(parts.into_iter().enumerate())
-                .map(|(i, part)| {
-                    let n = i as i32 + 1;
-                    let id = id.clone();
-                    async move {
-                        let etag = match &part {
-                            Part::Copy(r) => {
-                                let b = g.base.as_ref().expect("copies come from a base");
-                                self.store
-                                    .upload_part_copy(&g.key, &id, n, &b.key, &b.etag, r.clone())
-                                    .await?
-                            }
-                            Part::Upload(r) => {
-                                let body = assemble(&*self.store, g, r.clone()).await?;
-                                self.store
-                                    .upload_part(&g.key, &id, n, Bytes::from(body))
-                                    .await?
-                            }
-                        };
-                        Ok((n, etag))
-                    }
-                })
-                .buffered(self.max_inflight)
-                .try_collect()
-                .await;
-        match parts {
-            Ok(parts) => match self.store.complete_multipart(&g.key, &id, parts).await {
-                Ok(etag) => Ok(etag),
-                Err(e) => {
-                    let _ = self.store.abort_multipart(&g.key, &id).await;
-                    Err(e.into())
+        let store = &*self.store;
+        multipart::upload(
+            store,
+            &g.key,
+            g.meta.clone(),
+            parts,
+            self.max_inflight,
+            |id, n, part| {
+                let id = id.to_string();
+                async move {
+                    Ok(match part {
+                        Part::Copy(r) => {
+                            let b = g.base.as_ref().expect("copies come from a base");
+                            store
+                                .upload_part_copy(&g.key, &id, n, &b.key, &b.etag, r)
+                                .await?
+                        }
+                        Part::Upload(r) => {
+                            let body = assemble(store, g, r).await?;
+                            store.upload_part(&g.key, &id, n, Bytes::from(body)).await?
+                        }
+                    })
                 }
             },
-            Err(e) => {
-                let _ = self.store.abort_multipart(&g.key, &id).await;
-                Err(e)
-            }
-        }
+        )
+        .await
     }
 
     /// Gives up any upload in flight (the object keeps its last committed content).
