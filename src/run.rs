@@ -11,6 +11,7 @@ use crate::fs::Fs;
 use crate::fs::names::Keys;
 use crate::fuse::FuseAdapter;
 use crate::store::StoreError;
+use crate::store::journaled::Journaled;
 use crate::store::s3::S3Store;
 use crate::upload::journal::{Journal, abort_orphaned};
 
@@ -124,10 +125,7 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let store = S3Store::new(&cfg.s3);
     rt.block_on(preflight(&store, &cfg))?;
-    let store = Arc::new(match upload_journal(&cfg) {
-        Some(j) => store.with_journal(j),
-        None => store,
-    });
+    let store = Arc::new(Journaled::new(store, upload_journal(&cfg)));
     if let (Some(dir), true, false) = (&cfg.state_dir, cfg.abort_stale_uploads, cfg.fs.read_only) {
         let (store, dir) = (store.clone(), dir.clone());
         let (endpoint, bucket) = (cfg.endpoint_label.clone(), cfg.bucket.clone());
@@ -200,7 +198,7 @@ pub fn run(cfg: MountConfig) -> Result<(), String> {
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => reload_credentials(&store, &cfg),
+                _ = hup.recv() => reload_credentials(store.inner(), &cfg),
             }
         }
         tracing::info!("signal received: unmounting {}", cfg.mountpoint.display());

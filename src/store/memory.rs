@@ -39,6 +39,8 @@ pub struct MemoryStore {
     pub counters: Counters,
     /// The next this many UploadPart calls fail, as a store that is down would.
     pub fail_parts: AtomicU64,
+    /// The next this many AbortMultipartUpload calls fail the same way.
+    pub fail_aborts: AtomicU64,
 }
 
 impl MemoryStore {
@@ -287,6 +289,12 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let failing = self
+            .fail_aborts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Unreachable("injected: store down".into()));
+        }
         // S3 answers NoSuchUpload for an upload that was completed, aborted or never existed.
         self.uploads
             .lock()

@@ -1,6 +1,7 @@
 //! The object-store boundary: a small trait the filesystem is generic over, one flat error enum.
 
 pub mod fault;
+pub mod journaled;
 pub mod memory;
 pub mod percent;
 pub mod s3;

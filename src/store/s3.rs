@@ -20,7 +20,6 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::{BodyStream, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError};
-use crate::upload::journal::Journal;
 
 /// How to reach the bucket. `Debug` never shows the secret (the SDK's `Credentials` redacts it).
 #[derive(Debug, Clone)]
@@ -61,9 +60,6 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     keyring: Keyring,
-    journal: Option<Journal>,
-    /// Uploads whose abort failed, to abort again (`abort_again`).
-    unaborted: parking_lot::Mutex<Vec<(String, String)>>,
     /// Listed keys that cannot be named (not UTF-8), each logged once.
     unshowable: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// With `checksums`: each uploaded part's CRC32C by upload id and part number, which
@@ -115,8 +111,6 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: settings.bucket.clone(),
             keyring,
-            journal: None,
-            unaborted: Default::default(),
             unshowable: Default::default(),
             part_sums: settings.checksums.then(Default::default),
         }
@@ -152,13 +146,6 @@ impl S3Store {
         }
     }
 
-    /// Records the multipart uploads this store starts until they end, so that a later mount
-    /// can abort them if this process dies first.
-    pub fn with_journal(mut self, journal: Journal) -> Self {
-        self.journal = Some(journal);
-        self
-    }
-
     /// Switches to new credentials (a rotated key) without remounting. A mount that started
     /// anonymous stays anonymous.
     pub fn set_credentials(&self, creds: Credentials) -> bool {
@@ -168,19 +155,6 @@ impl S3Store {
         }
         *k = Some(creds);
         true
-    }
-
-    /// Tries again to abort the uploads whose abort failed (the store was down); returns how
-    /// many are still left.
-    pub async fn abort_again(&self) -> usize {
-        let pending = std::mem::take(&mut *self.unaborted.lock());
-        for (key, id) in pending {
-            // A failure puts it back on the list.
-            if self.abort_multipart(&key, &id).await.is_ok() {
-                tracing::info!(%key, "aborted an upload left while the store was unreachable");
-            }
-        }
-        self.unaborted.lock().len()
     }
 
     /// The mount-time check: one listing, tried twice at most, so a wrong endpoint fails fast.
@@ -487,9 +461,6 @@ impl ObjectStore for S3Store {
         let id = out.upload_id().ok_or_else(|| {
             StoreError::Other("CreateMultipartUpload returned no upload id".into())
         })?;
-        if let Some(j) = &self.journal {
-            j.started(key, id);
-        }
         Ok(id.to_string())
     }
 
@@ -609,9 +580,6 @@ impl ObjectStore for S3Store {
             Err(e) => return Err(self.err(e)),
         };
         self.forget_part_sums(upload_id);
-        if let Some(j) = &self.journal {
-            j.ended(upload_id);
-        }
         Ok(etag)
     }
 
@@ -627,16 +595,6 @@ impl ObjectStore for S3Store {
             .map(|_| ())
             .map_err(|e| self.err(e));
         self.forget_part_sums(upload_id);
-        match (&self.journal, &result) {
-            (Some(j), Ok(()) | Err(StoreError::NotFound)) => j.ended(upload_id),
-            // The store is unreachable or failing: try again later, so the parts do not stay
-            // in the bucket once it is back.
-            (_, Err(_)) => self
-                .unaborted
-                .lock()
-                .push((key.to_string(), upload_id.to_string())),
-            _ => {}
-        }
         result
     }
 
