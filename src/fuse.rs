@@ -117,6 +117,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -461,13 +462,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.error(errno("link", &FsError::NotSupported));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        let fs = self.fs.clone();
+        let (fs, pid) = (self.fs.clone(), req.pid());
         self.spawn(
             "open",
-            async move { fs.open(ino.0, write, truncate).await },
+            async move { fs.open(ino.0, write, truncate, pid).await },
             move |r| match r {
                 Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
                 Err(e) => reply.error(e),

@@ -368,3 +368,42 @@ fn a_later_mount_aborts_the_uploads_a_killed_mount_left() {
     drop(again);
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
+
+#[test]
+fn closing_a_large_file_with_the_store_down_fails_within_the_op_timeout() {
+    let mut s = Server::s3s_fs();
+    s.create_bucket(B);
+    let m = MountBuilder::new(&s, B)
+        .arg("--op-timeout")
+        .arg("4")
+        .mount();
+    let data = pattern(8 << 20, 70);
+    let mut f = std::fs::File::create(m.path("large")).unwrap();
+    // 200 MiB written while the store is up: most parts are still to go at the close.
+    for _ in 0..25 {
+        f.write_all(&data).unwrap();
+    }
+    assert_eq!(s.wait_for_pending_uploads(B, 1, Duration::from_secs(10)), 1);
+    s.stop();
+    let t = Instant::now();
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    let r = unsafe { libc::close(fd) };
+    let err = std::io::Error::last_os_error();
+    let took = t.elapsed();
+    assert_eq!(r, -1, "close must report the failed upload");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
+        "{err}"
+    );
+    // One --op-timeout for the parts in flight, not one per part still to send.
+    assert!(took < Duration::from_secs(4 + 4), "close took {took:?}");
+    s.restart_s3s_fs();
+    assert!(s.try_get(B, "large").is_none(), "no partial object");
+    assert_eq!(
+        s.wait_for_pending_uploads(B, 0, Duration::from_secs(30)),
+        0,
+        "the upload is aborted once the store is back"
+    );
+    drop(m);
+}

@@ -415,10 +415,14 @@ struct Logic {
     open: Vec<(u64, u64, bool)>,
 }
 
-const ME: Caller = Caller {
-    uid: 1000,
-    gid: 1000,
-};
+/// This test process, as the kernel would name the caller.
+fn me() -> Caller {
+    Caller {
+        uid: 1000,
+        gid: 1000,
+        pid: std::process::id(),
+    }
+}
 
 fn errno(e: FsError) -> i32 {
     e.errno()
@@ -460,14 +464,14 @@ impl Target for Logic {
             Ok(ino) => {
                 let o = self
                     .rt
-                    .block_on(self.fs.open(ino, write, trunc))
+                    .block_on(self.fs.open(ino, write, trunc, std::process::id()))
                     .map_err(errno)?;
                 (ino, o.fh)
             }
             Err(libc::ENOENT) if create => {
                 let (a, o) = self
                     .rt
-                    .block_on(self.fs.create(ROOT, name, 0o644, 0, false, ME))
+                    .block_on(self.fs.create(ROOT, name, 0o644, 0, false, me()))
                     .map_err(errno)?;
                 (a.ino, o.fh)
             }

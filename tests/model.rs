@@ -17,6 +17,7 @@ const ROOT: u64 = 1;
 const ME: Caller = Caller {
     uid: 1000,
     gid: 1000,
+    pid: 1,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +231,7 @@ async fn apply_fs(fs: &Fs<MemoryStore>, op: &Op) -> Result<(), FsError> {
         }
         Op::Write(p, off, data) => {
             let ino = resolve(fs, p).await?;
-            let o = fs.open(ino, true, false).await?;
+            let o = fs.open(ino, true, false, 1).await?;
             fs.write(o.fh, *off, data, 1).await?;
             fs.flush(o.fh, 1).await?;
             fs.release(ino, o.fh).await
@@ -256,7 +257,7 @@ async fn apply_fs(fs: &Fs<MemoryStore>, op: &Op) -> Result<(), FsError> {
 }
 
 async fn read_all(fs: &Fs<MemoryStore>, ino: u64) -> Vec<u8> {
-    let o = fs.open(ino, false, false).await.unwrap();
+    let o = fs.open(ino, false, false, 1).await.unwrap();
     let data = fs.read(o.fh, 0, 1 << 20).await.unwrap().to_vec();
     fs.release(ino, o.fh).await.unwrap();
     data

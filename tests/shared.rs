@@ -245,7 +245,8 @@ fn temp_file_pattern_works_and_uploads_nothing() {
         f.sync_all().unwrap();
         close(f);
         assert!(!path.exists());
-        assert!(s.keys(B).is_empty(), "{:?}", s.keys(B));
+        let keys = s.keys(B);
+        assert!(keys.is_empty(), "round {round}: {keys:?}\n{}", m.log());
         assert_eq!(s.pending_uploads(B), 0);
     }
     finish(m);

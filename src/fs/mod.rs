@@ -1,15 +1,17 @@
 //! The filesystem logic: paths onto keys, attributes, listings and open handles. It never sees
 //! fuser types; the adapter in `fuse.rs` turns its results into replies.
 
+mod attrs;
 pub mod files;
 pub mod inode;
 pub mod meta;
 pub mod names;
+pub mod namespace;
 mod process;
 pub mod write;
 pub mod xattr;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::cache::{BlockCache, PrefetchConfig, Prefetcher};
@@ -25,21 +26,16 @@ use crate::error::FsError;
 use crate::store::{ObjectInfo, ObjectStore, StoreError};
 use crate::upload::state::Budget;
 use files::Files;
-use inode::{Inodes, ROOT};
+use inode::ROOT;
 pub use meta::Kind;
 use meta::MetaAttrs;
 use names::Keys;
+use namespace::{Listing, Namespace};
 
 /// HEADs in flight at once when a listing is completed with object metadata.
 const STAT_CONCURRENCY: usize = 32;
-/// Objects whose metadata (mode, owner, symlink) is remembered across listings.
-const META_CACHE_ENTRIES: usize = 65_536;
-/// Cached listings kept before expired ones are pruned.
-const LISTINGS_BEFORE_PRUNE: usize = 4096;
 /// A symlink's target is at most this long (PATH_MAX): a larger "symlink" object is not read.
 const MAX_SYMLINK: u64 = 4096;
-/// Keys that could not be shown, logged once each.
-const WARNED_KEYS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -164,8 +160,6 @@ pub struct DirItem {
     pub ino: u64,
 }
 
-type Listing = BTreeMap<String, Found>;
-
 struct DirHandle {
     ino: u64,
     parent: u64,
@@ -201,12 +195,8 @@ pub struct Fs<S> {
     cfg: FsConfig,
     keys: Keys,
     mounted_at: SystemTime,
-    inodes: Mutex<Inodes>,
-    listings: Mutex<HashMap<String, (Instant, Arc<Listing>)>>,
-    negative: Mutex<LruCache<String, Instant>>,
-    /// key → (ETag, Last-Modified, what its headers said): listings carry no metadata.
-    metas: Mutex<LruCache<String, (String, SystemTime, Found)>>,
-    warned: Mutex<HashSet<String>>,
+    /// Inodes, listings and the other name-level caches.
+    ns: Namespace,
     cache: Arc<BlockCache>,
     /// Open file descriptions by handle number.
     handles: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
@@ -214,8 +204,6 @@ pub struct Fs<S> {
     next_fh: AtomicU64,
     /// Per-file state (pending writes, open count, orphaned files), keyed by inode.
     files: Files<S>,
-    /// Directory markers known to exist (so removing a last entry keeps its directory).
-    markers: Mutex<HashSet<String>>,
     budget: Arc<Budget>,
     /// Uploads that failed where no syscall could report them (a last close whose result the
     /// kernel ignores): reported at unmount.
@@ -232,11 +220,7 @@ impl<S: ObjectStore> Fs<S> {
             store,
             keys,
             mounted_at,
-            inodes: Mutex::new(Inodes::new(root)),
-            listings: Mutex::new(HashMap::new()),
-            negative: Mutex::new(LruCache::new(65_536.try_into().unwrap())),
-            metas: Mutex::new(LruCache::new(META_CACHE_ENTRIES.try_into().unwrap())),
-            warned: Mutex::new(HashSet::new()),
+            ns: Namespace::new(root),
             cache: Arc::new(BlockCache::new(
                 cfg.cache_bytes,
                 cfg.prefetch.block_size as usize,
@@ -245,7 +229,6 @@ impl<S: ObjectStore> Fs<S> {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             files: Files::new(),
-            markers: Mutex::new(HashSet::new()),
             budget: Budget::new(cfg.tmp_size),
             failed: Mutex::new(Vec::new()),
             cfg,
@@ -266,13 +249,6 @@ impl<S: ObjectStore> Fs<S> {
 
     fn fresh_until(&self) -> Instant {
         Instant::now() + self.cfg.metadata_ttl
-    }
-
-    fn warn_once(&self, key: &str, why: &str) {
-        let mut w = self.warned.lock();
-        if w.len() < WARNED_KEYS && w.insert(key.to_string()) {
-            tracing::warn!(key, "{why}; not shown in the mount");
-        }
     }
 
     pub fn attr_of(&self, ino: u64, f: &Found) -> Attr {
@@ -319,7 +295,7 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn node_path(&self, ino: u64) -> Result<(String, Kind), FsError> {
-        let inodes = self.inodes.lock();
+        let inodes = self.ns.inodes.lock();
         let node = inodes.get(ino).ok_or(FsError::NotFound)?;
         Ok((node.path.clone(), node.found.kind))
     }
@@ -340,7 +316,7 @@ impl<S: ObjectStore> Fs<S> {
     ) -> Option<Result<(Found, Instant), FsError>> {
         let now = Instant::now();
         {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             if let Some(ino) = inodes.by_path(path) {
                 let node = inodes.get(ino).expect("by_path and nodes agree");
                 if self.files.has_write(ino) {
@@ -353,29 +329,24 @@ impl<S: ObjectStore> Fs<S> {
                 }
             }
         }
-        if let Some(&until) = self.negative.lock().peek(path) {
-            if until > now {
-                return Some(Err(FsError::NotFound));
-            }
+        if self.ns.is_negative(path, now) {
+            return Some(Err(FsError::NotFound));
         }
-        let listings = self.listings.lock();
-        match listings.get(parent_path) {
-            Some((until, listing)) if *until > now => Some(
-                listing
-                    .get(name)
-                    .cloned()
-                    .map(|f| (f, *until))
-                    .ok_or(FsError::NotFound),
-            ),
-            _ => None,
-        }
+        let (until, listing) = self.ns.listing(parent_path, now)?;
+        Some(
+            listing
+                .get(name)
+                .cloned()
+                .map(|f| (f, until))
+                .ok_or(FsError::NotFound),
+        )
     }
 
     /// Asks the bucket what `path` is: a directory (a marker or keys under it) wins over an
     /// object of the same name.
     async fn resolve(&self, path: &str) -> Result<Found, FsError> {
         if path.is_empty() {
-            return Ok(self.inodes.lock().get(ROOT).expect("root").found.clone());
+            return Ok(self.ns.inodes.lock().get(ROOT).expect("root").found.clone());
         }
         let file_key = self.keys.file(path)?;
         let dir_key = self.keys.dir(path);
@@ -397,7 +368,8 @@ impl<S: ObjectStore> Fs<S> {
             .or(list.prefixes.first().map(String::as_str));
         if let Some(first) = first_key {
             if head.is_ok() {
-                self.warn_once(&file_key, "an object and a directory share this name");
+                self.ns
+                    .warn_once(&file_key, "an object and a directory share this name");
             }
             if first == dir_key {
                 if let Ok(marker) = self.store.head(&dir_key).await {
@@ -412,29 +384,11 @@ impl<S: ObjectStore> Fs<S> {
             Ok(obj) => {
                 let is_dir = meta::is_dir_content_type(obj.content_type.as_deref());
                 let found = Found::from_object(&obj, is_dir);
-                self.remember_meta(&obj.key, &found);
+                self.ns.remember_meta(&obj.key, &found);
                 Ok(found)
             }
             Err(StoreError::NotFound) => Err(FsError::NotFound),
             Err(e) => Err(e.into()),
-        }
-    }
-
-    fn remember_meta(&self, key: &str, found: &Found) {
-        if found.has_meta {
-            self.metas.lock().put(
-                key.to_string(),
-                (found.etag.clone(), found.last_modified, found.clone()),
-            );
-        }
-    }
-
-    /// Fills a listing entry with metadata seen earlier for the same version of the object.
-    fn known_meta(&self, key: &str, found: &mut Found) {
-        if let Some((etag, lm, known)) = self.metas.lock().get(key) {
-            if *etag == found.etag && *lm == found.last_modified {
-                *found = known.clone();
-            }
         }
     }
 
@@ -448,23 +402,27 @@ impl<S: ObjectStore> Fs<S> {
             None => match self.resolve(&path).await {
                 Ok(f) => (f, self.fresh_until()),
                 Err(FsError::NotFound) => {
-                    self.negative.lock().put(path, self.fresh_until());
+                    self.ns.set_negative(path, self.fresh_until());
                     return Err(FsError::NotFound);
                 }
                 Err(e) => return Err(e),
             },
         };
-        let ino = self.inodes.lock().upsert(&path, found.clone(), until, true);
+        let ino = self
+            .ns
+            .inodes
+            .lock()
+            .upsert(&path, found.clone(), until, true);
         Ok(self.attr_until(ino, &self.overlay(ino, found), until))
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.lock().forget(ino, n);
+        self.ns.inodes.lock().forget(ino, n);
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let path = {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             if self.files.has_write(ino) {
                 return Ok(self.attr_of(ino, &self.overlay(ino, node.found.clone())));
@@ -476,7 +434,7 @@ impl<S: ObjectStore> Fs<S> {
             node.path.clone()
         };
         let found = self.resolve(&path).await?;
-        let mut inodes = self.inodes.lock();
+        let mut inodes = self.ns.inodes.lock();
         if let Some(node) = inodes.get_mut(ino) {
             if node.found.kind == found.kind {
                 node.found = found.clone();
@@ -499,12 +457,13 @@ impl<S: ObjectStore> Fs<S> {
             for p in &page.prefixes {
                 let name = p[prefix.len()..].strip_suffix('/').unwrap_or("");
                 if !names::showable(name) {
-                    self.warn_once(p, "key has an empty, '.', '..' or over-long segment");
+                    self.ns
+                        .warn_once(p, "key has an empty, '.', '..' or over-long segment");
                     continue;
                 }
                 let mut f = Found::implicit(Kind::Dir);
                 f.last_modified = self.mounted_at;
-                self.known_meta(p, &mut f);
+                self.ns.known_meta(p, &mut f);
                 dirs.insert(name.to_string(), f);
             }
             for o in &page.objects {
@@ -513,11 +472,12 @@ impl<S: ObjectStore> Fs<S> {
                 }
                 let name = &o.key[prefix.len()..];
                 if !names::showable(name) || name.ends_with('/') {
-                    self.warn_once(&o.key, "key cannot be shown as a file name");
+                    self.ns
+                        .warn_once(&o.key, "key cannot be shown as a file name");
                     continue;
                 }
                 let mut f = Found::from_object(o, false);
-                self.known_meta(&o.key, &mut f);
+                self.ns.known_meta(&o.key, &mut f);
                 files.push((name.to_string(), f, o.key.clone()));
             }
             token = page.next_token;
@@ -529,7 +489,8 @@ impl<S: ObjectStore> Fs<S> {
         files.retain(|(name, _, key)| {
             let clash = dirs.contains_key(name);
             if clash {
-                self.warn_once(key, "an object and a directory share this name");
+                self.ns
+                    .warn_once(key, "an object and a directory share this name");
             }
             !clash
         });
@@ -546,7 +507,7 @@ impl<S: ObjectStore> Fs<S> {
         // Files created or being written here that the bucket does not show yet.
         let pending = self.files.pending();
         {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             for (ino, _) in pending {
                 let Some(node) = inodes.get(ino) else {
                     continue;
@@ -558,30 +519,9 @@ impl<S: ObjectStore> Fs<S> {
             }
         }
         let listing = Arc::new(listing);
-        self.remember_listing(path, listing.clone());
+        self.ns
+            .remember_listing(path, listing.clone(), self.fresh_until());
         Ok(listing)
-    }
-
-    /// Caches a listing; expired ones are pruned as new ones come in, so a `find` over a huge
-    /// tree keeps memory bounded by what is fresh.
-    fn remember_listing(&self, path: &str, listing: Arc<Listing>) {
-        let mut listings = self.listings.lock();
-        if listings.len() >= LISTINGS_BEFORE_PRUNE {
-            let now = Instant::now();
-            listings.retain(|_, (until, _)| *until > now);
-            if listings.len() >= LISTINGS_BEFORE_PRUNE {
-                // All fresh (a long TTL): drop the largest half rather than grow without bound.
-                let mut sizes: Vec<(usize, String)> = listings
-                    .iter()
-                    .map(|(p, (_, l))| (l.len(), p.clone()))
-                    .collect();
-                sizes.sort_unstable_by(|a, b| b.cmp(a));
-                for (_, p) in sizes.into_iter().take(LISTINGS_BEFORE_PRUNE / 2) {
-                    listings.remove(&p);
-                }
-            }
-        }
-        listings.insert(path.to_string(), (self.fresh_until(), listing));
     }
 
     async fn complete_metadata(
@@ -611,13 +551,13 @@ impl<S: ObjectStore> Fs<S> {
                 Some(i) => {
                     let is_dir = meta::is_dir_content_type(obj.content_type.as_deref());
                     let f = Found::from_object(&obj, is_dir);
-                    self.remember_meta(&key, &f);
+                    self.ns.remember_meta(&key, &f);
                     files[i].1 = f;
                 }
                 None => {
                     let name = key[prefix.len()..].trim_end_matches('/');
                     let f = Found::from_object(&obj, true);
-                    self.remember_meta(&key, &f);
+                    self.ns.remember_meta(&key, &f);
                     dirs.insert(name.to_string(), f);
                 }
             }
@@ -631,17 +571,13 @@ impl<S: ObjectStore> Fs<S> {
             ROOT
         } else {
             let parent_path = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
-            self.inodes.lock().by_path(parent_path).unwrap_or(ROOT)
+            self.ns.inodes.lock().by_path(parent_path).unwrap_or(ROOT)
         };
         let entries = listing
             .iter()
             .map(|(n, f)| (n.clone(), f.clone()))
             .collect();
-        let until = self
-            .listings
-            .lock()
-            .get(&path)
-            .map_or_else(Instant::now, |(u, _)| *u);
+        let until = self.ns.listing_until(&path).unwrap_or_else(Instant::now);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(
             fh,
@@ -664,7 +600,7 @@ impl<S: ObjectStore> Fs<S> {
         max: usize,
     ) -> Result<Vec<(u64, DirItem)>, FsError> {
         let dir = self.dir_handle(fh)?;
-        let inodes = self.inodes.lock();
+        let inodes = self.ns.inodes.lock();
         let dir_path = inodes
             .get(dir.ino)
             .map(|n| n.path.clone())
@@ -703,7 +639,7 @@ impl<S: ObjectStore> Fs<S> {
         let dir = self.dir_handle(fh)?;
         let index = (offset as usize).checked_sub(3).ok_or(FsError::Invalid)?;
         let (name, found) = dir.entries.get(index).cloned().ok_or(FsError::NotFound)?;
-        let mut inodes = self.inodes.lock();
+        let mut inodes = self.ns.inodes.lock();
         let dir_path = inodes
             .get(dir.ino)
             .map(|n| n.path.clone())
@@ -729,7 +665,7 @@ impl<S: ObjectStore> Fs<S> {
 
     /// The attributes of `.`/`..` for READDIRPLUS (no lookup is counted for them).
     pub fn dot_attr(&self, ino: u64) -> Attr {
-        let inodes = self.inodes.lock();
+        let inodes = self.ns.inodes.lock();
         match inodes.get(ino) {
             Some(n) => self.attr_of(ino, &n.found),
             None => self.attr_of(ino, &Found::implicit(Kind::Dir)),
@@ -754,11 +690,18 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Opens a file. Writing (or `O_TRUNC`) stages the file's content; reading revalidates the
     /// object (close-to-open) unless the inode has pending writes, which reads then see.
-    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<Opened, FsError> {
+    /// Opens `ino` for thread `pid`: a file it empties (O_TRUNC) is its to commit at close.
+    pub async fn open(
+        &self,
+        ino: u64,
+        write: bool,
+        truncate: bool,
+        pid: u32,
+    ) -> Result<Opened, FsError> {
         // Counted from the start: a last close racing this open must not drop the pending
         // state this open is about to share.
         self.files.opened(ino);
-        let r = self.open_counted(ino, write, truncate).await;
+        let r = self.open_counted(ino, write, truncate, pid).await;
         if r.is_err() && self.files.closed(ino) {
             if let Some(state) = self.files.take_if_closed(ino).and_then(|l| l.write) {
                 state.abandon().await;
@@ -767,9 +710,15 @@ impl<S: ObjectStore> Fs<S> {
         r
     }
 
-    async fn open_counted(&self, ino: u64, write: bool, truncate: bool) -> Result<Opened, FsError> {
+    async fn open_counted(
+        &self,
+        ino: u64,
+        write: bool,
+        truncate: bool,
+        pid: u32,
+    ) -> Result<Opened, FsError> {
         let (path, found, fresh) = {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             (
                 node.path.clone(),
@@ -788,10 +737,10 @@ impl<S: ObjectStore> Fs<S> {
             if truncate {
                 state.truncate(0).await?;
             }
-            return Ok(self.new_handle(ino, None, truncate, false));
+            return Ok(self.new_handle(ino, None, truncate.then_some(pid), false));
         }
         if self.files.has_write(ino) {
-            return Ok(self.new_handle(ino, None, false, false));
+            return Ok(self.new_handle(ino, None, None, false));
         }
         let key = self.keys.file(&path)?;
         // Close-to-open: a fresh listing or HEAD entry is trusted, anything older is revalidated
@@ -801,11 +750,11 @@ impl<S: ObjectStore> Fs<S> {
         } else {
             let obj = self.store.head(&key).await?;
             let f = Found::from_object(&obj, false);
-            self.remember_meta(&key, &f);
+            self.ns.remember_meta(&key, &f);
             (f, true)
         };
         let keep_cache = {
-            let mut inodes = self.inodes.lock();
+            let mut inodes = self.ns.inodes.lock();
             match inodes.get_mut(ino) {
                 Some(node) => {
                     let keep = node.open_etag.as_deref() == Some(found.etag.as_str());
@@ -827,23 +776,24 @@ impl<S: ObjectStore> Fs<S> {
             &found.etag,
             found.size,
         );
-        Ok(self.new_handle(ino, Some(prefetcher), false, keep_cache))
+        Ok(self.new_handle(ino, Some(prefetcher), None, keep_cache))
     }
 
-    /// A handle for an open the file table has counted already.
+    /// A handle for an open the file table has counted already. `dirtied_by`: the thread that
+    /// created or emptied the file through this open, whose process commits it at close.
     fn new_handle(
         &self,
         ino: u64,
         reader: Option<Prefetcher<S>>,
-        dirtied: bool,
+        dirtied_by: Option<u32>,
         keep_cache: bool,
     ) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let h = FileHandle {
             ino,
             reader,
-            writers: Mutex::new(Vec::new()),
-            dirtied: dirtied.into(),
+            writers: Mutex::new(dirtied_by.into_iter().collect()),
+            dirtied: dirtied_by.is_some().into(),
         };
         self.handles.lock().insert(fh, Arc::new(h));
         Opened {
@@ -888,7 +838,7 @@ impl<S: ObjectStore> Fs<S> {
 
     pub async fn readlink(&self, ino: u64) -> Result<Bytes, FsError> {
         let (path, found) = {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             (node.path.clone(), node.found.clone())
         };
@@ -913,6 +863,7 @@ fn synthetic_ino(path: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::namespace::LISTINGS_BEFORE_PRUNE;
     use crate::store::memory::MemoryStore;
 
     type Obj<'a> = (&'a str, &'a [u8], &'a [(&'a str, &'a str)]);
@@ -1082,13 +1033,13 @@ mod tests {
             },
         );
         let a = fs.lookup(ROOT, "f").await.unwrap();
-        let o = fs.open(a.ino, false, false).await.unwrap();
+        let o = fs.open(a.ino, false, false, 1).await.unwrap();
         assert!(!o.keep_cache);
         assert_eq!(&fs.read(o.fh, 6, 100).await.unwrap()[..], b"world");
         fs.release(a.ino, o.fh).await.unwrap();
-        assert!(fs.open(a.ino, false, false).await.unwrap().keep_cache);
+        assert!(fs.open(a.ino, false, false, 1).await.unwrap().keep_cache);
         store.insert("f", b"changed".to_vec(), &[]);
-        let o = fs.open(a.ino, false, false).await.unwrap();
+        let o = fs.open(a.ino, false, false, 1).await.unwrap();
         assert!(!o.keep_cache, "a new ETag drops the page cache");
         assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"changed");
     }
@@ -1113,7 +1064,7 @@ mod tests {
             let d = fs.lookup(ROOT, &format!("d{i}")).await.unwrap();
             let fh = fs.opendir(d.ino).await.unwrap();
             fs.releasedir(fh);
-            assert!(fs.listings.lock().len() <= LISTINGS_BEFORE_PRUNE);
+            assert!(fs.ns.listings_cached() <= LISTINGS_BEFORE_PRUNE);
         }
         assert_eq!(fs.lookup(ROOT, "d7").await.unwrap().kind, Kind::Dir);
     }
@@ -1131,7 +1082,7 @@ mod tests {
         );
         let a = fs.lookup(ROOT, "f").await.unwrap();
         assert!(matches!(
-            fs.open(a.ino, true, false).await,
+            fs.open(a.ino, true, false, 1).await,
             Err(FsError::ReadOnly)
         ));
         assert!(matches!(fs.unlink(ROOT, "f").await, Err(FsError::ReadOnly)));

@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::files::Doomed;
 pub use super::meta::MetaChange;
 use super::meta::{self, Kind, MetaAttrs};
-use super::{Found, Fs, Opened, names, process, xattr};
+use super::{Found, Fs, Opened, names, process};
 use crate::error::FsError;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use crate::upload::plan::{self, MAX_PART};
@@ -26,10 +26,12 @@ const RENAME_CONCURRENCY: usize = 16;
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The calling thread: a file it creates or empties is its to commit.
+    pub pid: u32,
 }
 
 impl<S: ObjectStore> Fs<S> {
-    fn check_writable(&self) -> Result<(), FsError> {
+    pub(super) fn check_writable(&self) -> Result<(), FsError> {
         if self.cfg.read_only {
             Err(FsError::ReadOnly)
         } else {
@@ -72,23 +74,6 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    fn invalidate_listing(&self, dir_path: &str) {
-        self.listings.lock().remove(dir_path);
-    }
-
-    /// Puts what we just did into the cached listing of `path`'s directory (keeping its expiry),
-    /// so lookups of names we create or remove there need no request.
-    fn listing_set(&self, path: &str, found: Option<Found>) {
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if let Some((_, listing)) = self.listings.lock().get_mut(parent) {
-            let entries = Arc::make_mut(listing);
-            match found {
-                Some(f) => entries.insert(name.to_string(), f),
-                None => entries.remove(name),
-            };
-        }
-    }
-
     /// What `parent/name` is, from the caches or the bucket.
     async fn find(&self, parent_path: &str, name: &str, path: &str) -> Result<Found, FsError> {
         match self.cached(parent_path, name, path) {
@@ -127,11 +112,15 @@ impl<S: ObjectStore> Fs<S> {
             self.files.key_reused(&key);
         }
         let ino = self
+            .ns
             .inodes
             .lock()
             .upsert(path, found, self.fresh_until(), true);
-        self.negative.lock().pop(path);
-        self.listing_set(path, self.inodes.lock().get(ino).map(|n| n.found.clone()));
+        self.ns.clear_negative(path);
+        self.ns.listing_set(
+            path,
+            self.ns.inodes.lock().get(ino).map(|n| n.found.clone()),
+        );
         ino
     }
 
@@ -190,9 +179,9 @@ impl<S: ObjectStore> Fs<S> {
             if f.kind == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            let ino = self.inodes.lock().by_path(&path);
+            let ino = self.ns.inodes.lock().by_path(&path);
             if let Some(ino) = ino {
-                let opened = self.open(ino, true, false).await?;
+                let opened = self.open(ino, true, false, caller.pid).await?;
                 let attr = self.getattr(ino).await?;
                 return Ok((attr, opened));
             }
@@ -215,7 +204,7 @@ impl<S: ObjectStore> Fs<S> {
             tokio::spawn(async move { old.abandon().await });
         }
         self.files.opened(ino);
-        let opened = self.new_handle(ino, None, true, false);
+        let opened = self.new_handle(ino, None, Some(caller.pid), false);
         Ok((self.attr_of(ino, &found), opened))
     }
 
@@ -265,27 +254,6 @@ impl<S: ObjectStore> Fs<S> {
         state.write(offset, data).await
     }
 
-    /// A write by a process without CAP_FSETID clears set-user-ID and set-group-ID, as on any
-    /// filesystem (the kernel leaves this to us, so it need not ask for security.capability
-    /// before every write).
-    pub async fn kill_suidgid(&self, ino: u64) -> Result<(), FsError> {
-        let perm = {
-            let inodes = self.inodes.lock();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            node.found.meta.perm
-        };
-        match perm {
-            Some(p) if p & 0o6000 != 0 => {
-                let change = MetaChange {
-                    mode: Some(u32::from(p) & !0o6000),
-                    ..MetaChange::default()
-                };
-                self.setattr(ino, None, change, None).await.map(|_| ())
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// flush, on every close by thread `tid`: what was written through this handle is in the
     /// bucket when this returns Ok. A close by a process that wrote nothing through the handle
     /// (a reader, a child closing a descriptor it inherited) leaves the commit to the writers.
@@ -316,7 +284,7 @@ impl<S: ObjectStore> Fs<S> {
         self.commit_ino(ino).await
     }
 
-    async fn commit_ino(&self, ino: u64) -> Result<(), FsError> {
+    pub(super) async fn commit_ino(&self, ino: u64) -> Result<(), FsError> {
         let Some(state) = self.files.write_of(ino) else {
             return Ok(());
         };
@@ -329,7 +297,7 @@ impl<S: ObjectStore> Fs<S> {
         state.commit().await?;
         let base = state.base().await;
         let (size, mtime) = state.hint().unwrap_or((0, SystemTime::now()));
-        let mut inodes = self.inodes.lock();
+        let mut inodes = self.ns.inodes.lock();
         if let Some(node) = inodes.get_mut(ino) {
             if let Some(b) = base {
                 node.found.etag = b.etag;
@@ -340,7 +308,7 @@ impl<S: ObjectStore> Fs<S> {
             node.valid_until = Instant::now() + self.cfg.metadata_ttl;
             let (path, found) = (node.path.clone(), node.found.clone());
             drop(inodes);
-            self.listing_set(&path, Some(found));
+            self.ns.listing_set(&path, Some(found));
         }
         Ok(())
     }
@@ -379,7 +347,8 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn path_of(&self, ino: u64) -> String {
-        self.inodes
+        self.ns
+            .inodes
             .lock()
             .get(ino)
             .map(|n| n.path.clone())
@@ -410,7 +379,7 @@ impl<S: ObjectStore> Fs<S> {
             return Ok(());
         }
         let marker = self.keys.dir(dir_path);
-        if self.markers.lock().contains(&marker) {
+        if self.ns.has_marker(&marker) {
             return Ok(());
         }
         match self.store.head(&marker).await {
@@ -427,7 +396,7 @@ impl<S: ObjectStore> Fs<S> {
             }
             Err(e) => return Err(e.into()),
         }
-        self.markers.lock().insert(marker);
+        self.ns.add_marker(marker);
         Ok(())
     }
 
@@ -442,7 +411,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let key = self.keys.file(&path)?;
         self.keep_dir(&parent_path).await?;
-        let ino = self.inodes.lock().by_path(&path);
+        let ino = self.ns.inodes.lock().by_path(&path);
         let open = ino.filter(|i| self.files.is_open(*i));
         match open {
             // The file lives on for its descriptors, reads and writes alike, until the last
@@ -466,9 +435,9 @@ impl<S: ObjectStore> Fs<S> {
                 }
             }
         }
-        self.inodes.lock().detach(&path);
-        self.listing_set(&path, None);
-        self.negative.lock().put(path, self.fresh_until());
+        self.ns.inodes.lock().detach(&path);
+        self.ns.listing_set(&path, None);
+        self.ns.set_negative(path, self.fresh_until());
         Ok(())
     }
 
@@ -493,12 +462,11 @@ impl<S: ObjectStore> Fs<S> {
                 self.new_meta(Kind::Dir, perm, caller, now),
             )
             .await?;
-        self.markers.lock().insert(marker);
+        self.ns.add_marker(marker);
         let found = self.new_found(Kind::Dir, perm, caller, now, etag, 0);
         let ino = self.record_new(&path, found.clone());
-        self.listings
-            .lock()
-            .insert(path, (self.fresh_until(), Arc::new(BTreeMap::new())));
+        self.ns
+            .remember_listing(&path, Arc::new(BTreeMap::new()), self.fresh_until());
         Ok(self.attr_of(ino, &found))
     }
 
@@ -525,7 +493,7 @@ impl<S: ObjectStore> Fs<S> {
             return Ok(true);
         }
         let inner = format!("{path}/");
-        let inodes = self.inodes.lock();
+        let inodes = self.ns.inodes.lock();
         Ok(self
             .files
             .pending()
@@ -556,11 +524,11 @@ impl<S: ObjectStore> Fs<S> {
             Ok(()) | Err(StoreError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.markers.lock().remove(&marker);
-        self.inodes.lock().detach(&path);
-        self.negative.lock().put(path.clone(), self.fresh_until());
-        self.listing_set(&path, None);
-        self.invalidate_listing(&path);
+        self.ns.remove_marker(&marker);
+        self.ns.inodes.lock().detach(&path);
+        self.ns.set_negative(path.clone(), self.fresh_until());
+        self.ns.listing_set(&path, None);
+        self.ns.forget_listing(&path);
         Ok(())
     }
 
@@ -587,106 +555,8 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.attr_of(ino, &found))
     }
 
-    /// The key holding an entry's metadata: the object, or a directory's marker (`None` for the
-    /// mount's root, which has nowhere to keep it).
-    fn meta_key(&self, path: &str, kind: Kind) -> Result<Option<String>, FsError> {
-        match kind {
-            Kind::Dir if path.is_empty() => Ok(None),
-            Kind::Dir => Ok(Some(self.keys.dir(path))),
-            _ => self.keys.file(path).map(Some),
-        }
-    }
-
-    /// Rewrites an object's metadata in place (CopyObject with REPLACE), keeping every other
-    /// header; a directory without a marker gets one. Returns the object's new ETag and size.
-    async fn rewrite_meta(
-        &self,
-        path: &str,
-        kind: Kind,
-        change: impl FnOnce(&mut HashMap<String, String>),
-    ) -> Result<Option<(String, u64)>, FsError> {
-        let Some(key) = self.meta_key(path, kind)? else {
-            return Ok(None);
-        };
-        let etag = match self.store.head(&key).await {
-            Ok(obj) => {
-                let mut opts = obj.put_options();
-                change(&mut opts.user_meta);
-                if kind == Kind::Dir && obj.size == 0 {
-                    // A marker has no content: writing it again is simpler than a copy onto
-                    // itself, which some stores cannot do for `dir/` keys.
-                    (self.store.put(&key, Bytes::new(), opts).await?, 0)
-                } else {
-                    let etag = self
-                        .copy_any(&key, &key, obj.size, &obj.etag, Some(opts))
-                        .await?;
-                    (etag, obj.size)
-                }
-            }
-            Err(StoreError::NotFound) if kind == Kind::Dir => {
-                // A directory without a marker gets one, carrying just the change.
-                let mut opts = meta::object_options(Kind::Dir, &MetaChange::default());
-                change(&mut opts.user_meta);
-                let etag = self.store.put(&key, Bytes::new(), opts).await?;
-                self.markers.lock().insert(key);
-                (etag, 0)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Some(etag))
-    }
-
-    /// Applies a metadata change (mode, owner, times, xattrs) to a file: to its pending state
-    /// when it has one, so that its later commit keeps the change, and to the object right
-    /// away unless that commit is still to come. The object's new version (a copy onto itself
-    /// has a new ETag) becomes what the inode and open handles expect.
-    async fn change_meta(
-        &self,
-        ino: u64,
-        path: &str,
-        kind: Kind,
-        mtime: Option<SystemTime>,
-        change: impl Fn(&mut HashMap<String, String>),
-    ) -> Result<(), FsError> {
-        let pending = self.files.write_of(ino);
-        if let Some(state) = &pending {
-            if state.is_changed().await {
-                state
-                    .update_meta(|m, t| {
-                        change(&mut m.user_meta);
-                        if let Some(new) = mtime {
-                            *t = new;
-                        }
-                    })
-                    .await;
-                return Ok(());
-            }
-        }
-        let Some((etag, size)) = self.rewrite_meta(path, kind, &change).await? else {
-            return Ok(());
-        };
-        // A copy onto itself may keep the ETag and, within a second, Last-Modified: what a
-        // HEAD said before must not fill later listings.
-        if let Some(key) = self.meta_key(path, kind)? {
-            self.metas.lock().pop(&key);
-        }
-        if let Some(state) = pending {
-            state
-                .meta_rewritten(|m| change(&mut m.user_meta), &etag)
-                .await;
-        }
-        if kind != Kind::Dir {
-            if let Some(node) = self.inodes.lock().get_mut(ino) {
-                node.found.etag = etag.clone();
-                node.open_etag = None;
-            }
-            self.retarget(ino, &self.keys.file(path)?, &etag, size);
-        }
-        Ok(())
-    }
-
     /// CopyObject, or a multipart copy for objects over 5 GiB.
-    async fn copy_any(
+    pub(super) async fn copy_any(
         &self,
         src: &str,
         dst: &str,
@@ -715,54 +585,6 @@ impl<S: ObjectStore> Fs<S> {
             async move { Ok(store.upload_part_copy(dst, &id, n, src, etag, r).await?) }
         })
         .await
-    }
-
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        size: Option<u64>,
-        change: MetaChange,
-        fh: Option<u64>,
-    ) -> Result<super::Attr, FsError> {
-        self.check_writable()?;
-        let (path, kind) = self.node_path(ino)?;
-        if let Some(size) = size {
-            if kind == Kind::Dir {
-                return Err(FsError::IsDir);
-            }
-            let state = self.write_state(ino, &path, false).await?;
-            state.truncate(size).await?;
-            let handle = fh.and_then(|fh| self.handles.lock().get(&fh).cloned());
-            if let Some(h) = &handle {
-                // ftruncate: the close of this descriptor commits, as after a write.
-                h.dirtied.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            if handle.is_none() {
-                // truncate(2) on a path: in the bucket when it returns, as there is no close
-                // of this caller's to wait for (other descriptors share the committed state).
-                let r = self.commit_ino(ino).await;
-                self.files.drop_write_if_closed(ino);
-                r?;
-            }
-        }
-        if !change.is_empty() {
-            self.change_meta(ino, &path, kind, change.mtime, |m| change.apply(m, kind))
-                .await?;
-        }
-        let mut inodes = self.inodes.lock();
-        let node = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
-        change.apply_attrs(&mut node.found.meta);
-        node.found.has_meta = true;
-        // What this mount just did is the freshest knowledge there is (READDIRPLUS compares).
-        node.valid_until = Instant::now() + self.cfg.metadata_ttl;
-        if let Some(s) = size {
-            node.found.size = s;
-        }
-        let found = node.found.clone();
-        let path = node.path.clone();
-        drop(inodes);
-        self.listing_set(&path, Some(found.clone()));
-        Ok(self.attr_of(ino, &self.overlay(ino, found)))
     }
 
     pub async fn rename(
@@ -819,15 +641,15 @@ impl<S: ObjectStore> Fs<S> {
         }
         // A file renamed over is nameless now: open descriptors keep it, and its writes go
         // nowhere (its object was replaced by the copy, so there is nothing left to delete).
-        let replaced = self.inodes.lock().by_path(&dst_path);
+        let replaced = self.ns.inodes.lock().by_path(&dst_path);
         if let Some(i) = replaced.filter(|i| self.files.is_open(*i)) {
             self.orphan(i, None).await;
         }
-        self.inodes.lock().rename(&src_path, &dst_path);
-        self.negative.lock().put(src_path, self.fresh_until());
-        self.negative.lock().pop(&dst_path);
+        self.ns.inodes.lock().rename(&src_path, &dst_path);
+        self.ns.set_negative(src_path, self.fresh_until());
+        self.ns.clear_negative(&dst_path);
         // A directory rename touches listings all over; start afresh.
-        self.listings.lock().clear();
+        self.ns.forget_listings();
         Ok(())
     }
 
@@ -835,8 +657,8 @@ impl<S: ObjectStore> Fs<S> {
         let (src_key, dst_key) = (self.keys.file(src_path)?, self.keys.file(dst_path)?);
         // An orphan hiding the target key must not delete what is copied there.
         self.files.key_reused(&dst_key);
-        self.metas.lock().pop(&dst_key);
-        let ino = self.inodes.lock().by_path(src_path);
+        self.ns.forget_meta(&dst_key);
+        let ino = self.ns.inodes.lock().by_path(src_path);
         let state = ino.and_then(|i| self.files.write_of(i));
         if let (Some(_), Some(i)) = (&state, ino) {
             // The source object must hold what was written before it is copied.
@@ -860,7 +682,7 @@ impl<S: ObjectStore> Fs<S> {
         if let Some(state) = self.files.write_of(ino) {
             state.rebase(key, etag).await;
         }
-        if let Some(node) = self.inodes.lock().get_mut(ino) {
+        if let Some(node) = self.ns.inodes.lock().get_mut(ino) {
             node.found.etag = etag.to_string();
             node.open_etag = None;
         }
@@ -871,7 +693,7 @@ impl<S: ObjectStore> Fs<S> {
         // Files under the directory, named ones only: a file unlinked while open is not copied.
         let inner = format!("{src_path}/");
         let under: Vec<(u64, String)> = {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             self.files
                 .pending()
                 .into_iter()
@@ -918,9 +740,9 @@ impl<S: ObjectStore> Fs<S> {
         for d in deletes {
             d?;
         }
-        self.markers.lock().retain(|m| !m.starts_with(&src_prefix));
+        self.ns.remove_markers_under(&src_prefix);
         if objects.iter().any(|o| o.key == src_prefix) {
-            self.markers.lock().insert(dst_prefix.clone());
+            self.ns.add_marker(dst_prefix.clone());
         }
         // Files open under the directory follow it: a later commit lands under the new name,
         // and readers read the copies.
@@ -929,7 +751,7 @@ impl<S: ObjectStore> Fs<S> {
             .map(|(k, etag, size)| (k, (etag, size)))
             .collect();
         let open: Vec<(u64, String)> = {
-            let inodes = self.inodes.lock();
+            let inodes = self.ns.inodes.lock();
             let handles = self.handles.lock();
             let mut inos: Vec<u64> = handles.values().map(|h| h.ino).collect();
             inos.extend(under.iter().map(|(i, _)| *i));
@@ -953,89 +775,6 @@ impl<S: ObjectStore> Fs<S> {
         Ok(())
     }
 
-    async fn xattrs(&self, ino: u64) -> Result<BTreeMap<String, Vec<u8>>, FsError> {
-        let (path, kind) = self.node_path(ino)?;
-        if let Some(state) = self.files.write_of(ino) {
-            return Ok(xattr::decode(
-                state.meta().await.user_meta.get(xattr::HEADER),
-            ));
-        }
-        let Some(key) = self.meta_key(&path, kind)? else {
-            return Ok(BTreeMap::new());
-        };
-        match self.store.head(&key).await {
-            Ok(obj) => Ok(xattr::decode(
-                obj.user_meta.as_ref().and_then(|m| m.get(xattr::HEADER)),
-            )),
-            Err(StoreError::NotFound) if kind == Kind::Dir => Ok(BTreeMap::new()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn save_xattrs(&self, ino: u64, attrs: BTreeMap<String, Vec<u8>>) -> Result<(), FsError> {
-        let (path, kind) = self.node_path(ino)?;
-        let set = |m: &mut HashMap<String, String>| match xattr::encode(&attrs) {
-            Some(v) => {
-                m.insert(xattr::HEADER.into(), v);
-            }
-            None => {
-                m.remove(xattr::HEADER);
-            }
-        };
-        self.change_meta(ino, &path, kind, None, set).await
-    }
-
-    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
-        // Only `user.` attributes exist here. Saying so (ENOTSUP rather than "no such
-        // attribute") lets `ls -l` stop asking every file for its SELinux label and ACL: it
-        // remembers per filesystem that they are unsupported.
-        if !name.starts_with("user.") {
-            return Err(FsError::NotSupported);
-        }
-        self.xattrs(ino).await?.remove(name).ok_or(FsError::NoAttr)
-    }
-
-    /// Names, each followed by a NUL, as listxattr(2) returns them.
-    pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
-        let mut out = Vec::new();
-        for name in self.xattrs(ino).await?.keys() {
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-        }
-        Ok(out)
-    }
-
-    pub async fn setxattr(
-        &self,
-        ino: u64,
-        name: &str,
-        value: &[u8],
-        flags: i32,
-    ) -> Result<(), FsError> {
-        self.check_writable()?;
-        if !name.starts_with("user.") {
-            return Err(FsError::NotSupported);
-        }
-        let mut attrs = self.xattrs(ino).await?;
-        let exists = attrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
-            return Err(FsError::Exists);
-        }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
-            return Err(FsError::NoAttr);
-        }
-        attrs.insert(name.to_string(), value.to_vec());
-        self.save_xattrs(ino, attrs).await
-    }
-
-    pub async fn removexattr(&self, ino: u64, name: &str) -> Result<(), FsError> {
-        self.check_writable()?;
-        let mut attrs = self.xattrs(ino).await?;
-        attrs.remove(name).ok_or(FsError::NoAttr)?;
-        self.save_xattrs(ino, attrs).await
-    }
-
-    /// Unmount: commits every file still pending (a close that raced the unmount).
     /// Unmount: commits every file still pending (a close that raced the unmount), and returns
     /// every upload that failed where no syscall could report it.
     pub async fn flush_all(&self) -> Vec<(String, FsError)> {
@@ -1065,6 +804,7 @@ mod tests {
     const ME: Caller = Caller {
         uid: 1000,
         gid: 1000,
+        pid: 1,
     };
 
     fn fs() -> (Arc<MemoryStore>, Fs<MemoryStore>) {
@@ -1100,6 +840,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_child_exec_closing_a_just_created_file_does_not_commit_it() {
+        let (store, fs) = fs();
+        let me = Caller {
+            pid: std::process::id(),
+            ..ME
+        };
+        let (attr, o) = fs.create(ROOT, "new", 0o644, 0, false, me).await.unwrap();
+        // Another thread of the program forks and execs: the child's copy of the descriptor
+        // is closed (a FLUSH from the child) before anything is written.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        fs.flush(o.fh, child.id()).await.unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(store.body("new").is_none(), "not the creator's close");
+        fs.flush(o.fh, me.pid).await.unwrap();
+        assert_eq!(
+            store.body("new").as_deref(),
+            Some(&b""[..]),
+            "the creator's is"
+        );
+        fs.release(attr.ino, o.fh).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_close_by_a_process_that_wrote_nothing_does_not_commit() {
         let (store, fs) = fs();
         let (attr, o) = fs.create(ROOT, "f", 0o644, 0o022, false, ME).await.unwrap();
@@ -1129,7 +896,7 @@ mod tests {
         store.inner().insert("f", old.clone(), &[]);
         let fs = Fs::new(store.clone(), FsConfig::default());
         let a = fs.lookup(ROOT, "f").await.unwrap();
-        let o = fs.open(a.ino, true, false).await.unwrap();
+        let o = fs.open(a.ino, true, false, 1).await.unwrap();
         let mut want = old;
         for at in [10u64, 1_000_000, 2_999_990] {
             fs.write(o.fh, at, b"EDIT", 1).await.unwrap();
@@ -1307,7 +1074,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&store.body("t").unwrap()[..], b"0123");
-        let o = fs.open(ino, true, false).await.unwrap();
+        let o = fs.open(ino, true, false, 1).await.unwrap();
         fs.write(o.fh, 4, b"++", 1).await.unwrap();
         fs.fsync(ino).await.unwrap();
         fs.release(ino, o.fh).await.unwrap();
@@ -1319,7 +1086,7 @@ mod tests {
         let (store, fs) = fs();
         store.insert("u", b"still here".to_vec(), &[]);
         let a = fs.lookup(ROOT, "u").await.unwrap();
-        let o = fs.open(a.ino, false, false).await.unwrap();
+        let o = fs.open(a.ino, false, false, 1).await.unwrap();
         fs.unlink(ROOT, "u").await.unwrap();
         assert!(matches!(fs.lookup(ROOT, "u").await, Err(FsError::NotFound)));
         assert_eq!(&fs.read(o.fh, 0, 100).await.unwrap()[..], b"still here");

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::Mutex;
@@ -44,6 +44,10 @@ pub struct Budget {
     /// Memory holding the ends of files being appended to (see `Tail`), all files together.
     memory: AtomicU64,
 }
+
+/// How long a failed commit waits for its abort before reporting the failure (the abort goes
+/// on in the background).
+const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 /// Appended bytes held in memory, all files together; past this a file is staged on disk.
 const TAIL_MEMORY: u64 = 64 << 20;
@@ -383,7 +387,7 @@ impl<S: ObjectStore> WriteState<S> {
         let mut g = self.inner.lock().await;
         g.orphan = true;
         g.no_stream = true;
-        abort_stream(&*self.store, &mut g).await;
+        abort_stream(&self.store, &mut g, None).await;
     }
 
     pub async fn meta(&self) -> PutOptions {
@@ -709,12 +713,13 @@ impl<S: ObjectStore> WriteState<S> {
         if !g.changed || g.orphan {
             return Ok(());
         }
+        tracing::debug!(key = %g.key, size = g.size, streaming = g.stream.is_some(), "commit");
         let result = if g.stream.is_some() {
             // Sent parts were punched out locally, so a failed stream cannot be sent again:
             // the error goes to close()/fsync(), as a failed upload must, and stays.
             let r = self.finish_stream(&mut g).await;
             if let Err(e) = &r {
-                abort_stream(&*self.store, &mut g).await;
+                abort_stream(&self.store, &mut g, Some(ABORT_WAIT)).await;
                 g.lost = Some(e.clone());
             }
             r
@@ -881,7 +886,7 @@ impl<S: ObjectStore> WriteState<S> {
     /// Gives up any upload in flight (the object keeps its last committed content).
     pub async fn abandon(&self) {
         let mut g = self.inner.lock().await;
-        abort_stream(&*self.store, &mut g).await;
+        abort_stream(&self.store, &mut g, None).await;
     }
 }
 
@@ -938,12 +943,26 @@ async fn join_at_commit(s: &mut Stream, began: Instant) -> Result<(), FsError> {
     }
 }
 
-async fn abort_stream<S: ObjectStore>(store: &S, g: &mut Inner) {
+/// Aborts the stream's upload, waiting for the abort at most `wait` (`None`: until it is
+/// done). After a failed commit the store is likely down: the close reports the failure at
+/// once while the abort goes on in the background (the journaled store retries it).
+async fn abort_stream<S: ObjectStore>(store: &Arc<S>, g: &mut Inner, wait: Option<Duration>) {
     if let Some(mut s) = g.stream.take() {
         s.tasks.abort_all();
         while s.tasks.join_next().await.is_some() {}
-        if let Err(e) = store.abort_multipart(&g.key, &s.upload_id).await {
-            tracing::warn!(key = %g.key, "could not abort multipart upload: {e}");
+        let (store, key, id) = (store.clone(), g.key.clone(), s.upload_id);
+        let abort = tokio::spawn(async move {
+            if let Err(e) = store.abort_multipart(&key, &id).await {
+                tracing::warn!(%key, "could not abort multipart upload: {e}");
+            }
+        });
+        match wait {
+            Some(w) => {
+                let _ = tokio::time::timeout(w, abort).await;
+            }
+            None => {
+                let _ = abort.await;
+            }
         }
     }
 }
