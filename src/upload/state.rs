@@ -8,6 +8,7 @@
 //! commit: unchanged runs of the old object are copied server-side, the rest is uploaded. Local
 //! staging is bounded by a shared `Budget`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -43,7 +44,14 @@ pub struct Budget {
     cap: u64,
     /// Memory holding the ends of files being appended to (see `Tail`), all files together.
     memory: AtomicU64,
+    /// Memory holding parts already uploaded, kept for readers until the commit.
+    kept: AtomicU64,
 }
+
+/// Parts already uploaded from memory and kept there for readers of a file being written, all
+/// files together; past this they are dropped (reads of them fail until the close). Writing
+/// them to the staging disk instead costs more CPU than the upload itself on a slow disk.
+const KEPT_MEMORY: u64 = 64 << 20;
 
 /// How long a failed commit waits for its abort before reporting the failure (the abort goes
 /// on in the background).
@@ -58,6 +66,7 @@ impl Budget {
             used: AtomicU64::new(0),
             cap,
             memory: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
         })
     }
 
@@ -72,6 +81,22 @@ impl Budget {
     fn give_memory(&self, n: u64) {
         let _ = self
             .memory
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    fn take_kept(&self, n: u64) -> bool {
+        self.kept
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                (u + n <= KEPT_MEMORY).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    fn give_kept(&self, n: u64) {
+        let _ = self
+            .kept
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(n))
             });
@@ -233,8 +258,11 @@ struct Inner {
     lost: Option<FsError>,
     tail: Option<Tail>,
     /// Bytes uploaded as parts of the stream and no longer held here: reading them has to wait
-    /// until the upload is complete (reads fail with EIO until then, see `Budget::may_retain`).
+    /// until the upload is complete (reads fail with EIO until then).
     dropped: RangeSet,
+    /// Parts uploaded from memory and kept there for readers (by offset), and what they cover.
+    kept: BTreeMap<u64, Bytes>,
+    kept_set: RangeSet,
     /// The file lost its name while open (unlinked, or renamed over): its content lives on for
     /// its descriptors only and is never uploaded.
     orphan: bool,
@@ -338,6 +366,8 @@ impl<S: ObjectStore> WriteState<S> {
                 lost: None,
                 tail: base_none.then(Tail::new),
                 dropped: RangeSet::new(),
+                kept: BTreeMap::new(),
+                kept_set: RangeSet::new(),
                 orphan: false,
             }),
             max_inflight: max_inflight.max(1),
@@ -388,6 +418,17 @@ impl<S: ObjectStore> WriteState<S> {
         g.orphan = true;
         g.no_stream = true;
         abort_stream(&self.store, &mut g, None).await;
+        // With no upload to finish, its descriptors may now rewrite bytes that were sent: the
+        // parts kept in memory become ordinary staged bytes.
+        let kept = std::mem::take(&mut g.kept);
+        for (at, b) in kept {
+            if let Err(e) = g.file.get().and_then(|f| f.write_all_at(&b, at).map_err(io)) {
+                g.dropped.insert(at..at + b.len() as u64);
+                tracing::warn!("staging a file that lost its name: {e}");
+            }
+        }
+        self.budget.give_kept(g.kept_set.len());
+        g.kept_set = RangeSet::new();
     }
 
     pub async fn meta(&self) -> PutOptions {
@@ -520,19 +561,16 @@ impl<S: ObjectStore> WriteState<S> {
             let len = chunk.len() as u64;
             t.start += len;
             self.budget.give_memory(len);
-            // Kept on disk for readers of the file being written, when there is room; the
-            // upload itself goes from memory.
-            let kept = self.budget.may_retain()
-                && g.file
-                    .get()
-                    .and_then(|f| f.write_all_at(&chunk, start).map_err(io))
-                    .is_ok();
-            if kept {
-                self.spawn_part(g, n, Some(start..start + len), true, Bytes::from(chunk));
+            // Kept in memory for readers of the file being written while there is room (the
+            // same buffer the upload sends: no copy).
+            let body = Bytes::from(chunk);
+            if len > 0 && self.budget.take_kept(len) {
+                g.kept.insert(start, body.clone());
+                g.kept_set.insert(start..start + len);
             } else {
                 g.dropped.insert(start..start + len);
-                self.spawn_part(g, n, None, false, Bytes::from(chunk));
             }
+            self.spawn_part(g, n, None, false, body);
             start + len
         } else {
             let end = if last {
@@ -633,6 +671,7 @@ impl<S: ObjectStore> WriteState<S> {
             g.file.set_len(0)?;
             g.dirty = RangeSet::new();
             g.dropped = RangeSet::new();
+            self.release_kept(&mut g);
             g.base_valid = 0;
             g.no_stream = false;
             g.tail = Some(Tail::new());
@@ -671,6 +710,13 @@ impl<S: ObjectStore> WriteState<S> {
         g.mtime = SystemTime::now();
         self.set_hint(&g);
         Ok(())
+    }
+
+    /// Forgets the parts kept for readers (the content is the object's now, or emptied).
+    fn release_kept(&self, g: &mut Inner) {
+        self.budget.give_kept(g.kept_set.len());
+        g.kept.clear();
+        g.kept_set = RangeSet::new();
     }
 
     /// Gives back budget for `n` bytes no longer staged, never more than this file took.
@@ -748,6 +794,7 @@ impl<S: ObjectStore> WriteState<S> {
         g.base_valid = size;
         g.dirty = RangeSet::new();
         g.dropped = RangeSet::new();
+        self.release_kept(&mut g);
         g.changed = false;
         // Once committed, the content is the object's; only an empty one (a created file
         // flushed before its first write, as `dd` does when it moves the descriptor) leaves
@@ -893,6 +940,7 @@ impl<S: ObjectStore> WriteState<S> {
 impl<S> Drop for WriteState<S> {
     fn drop(&mut self) {
         self.budget.give(self.staged.load(Ordering::SeqCst));
+        self.budget.give_kept(self.inner.get_mut().kept_set.len());
         if let Some(t) = self.inner.get_mut().tail.take() {
             self.budget.give_memory(t.len());
         }
@@ -976,12 +1024,22 @@ async fn assemble<S: ObjectStore>(
 ) -> Result<Vec<u8>, FsError> {
     let mut out = vec![0u8; (range.end - range.start) as usize];
     let at = |r: &Range<u64>| (r.start - range.start) as usize..(r.end - range.start) as usize;
-    // Written bytes: staged, or at the end held in memory (the tail).
+    // Written bytes: staged, or held in memory (parts already sent and kept, and the tail).
     let held_from = g.tail.as_ref().map_or(u64::MAX, |t| t.start);
     for d in g.dirty.overlapping(range.clone()) {
-        let r = d.start..d.end.min(held_from);
-        if !r.is_empty() {
+        for r in g.kept_set.gaps(d.start..d.end.min(held_from)) {
             g.file.read_exact_at(&mut out[at(&r)], r.start)?;
+        }
+    }
+    let first = g
+        .kept
+        .range(..=range.start)
+        .next_back()
+        .map_or(range.start, |(s, _)| *s);
+    for (&s, b) in g.kept.range(first..range.end) {
+        let r = s.max(range.start)..(s + b.len() as u64).min(range.end);
+        if !r.is_empty() {
+            out[at(&r)].copy_from_slice(&b[(r.start - s) as usize..(r.end - s) as usize]);
         }
     }
     if let Some(t) = &g.tail {
