@@ -688,9 +688,9 @@ impl<S: ObjectStore> Fs<S> {
         self.dirs.lock().remove(&fh);
     }
 
-    /// Opens a file. Writing (or `O_TRUNC`) stages the file's content; reading revalidates the
-    /// object (close-to-open) unless the inode has pending writes, which reads then see.
-    /// Opens `ino` for thread `pid`: a file it empties (O_TRUNC) is its to commit at close.
+    /// Opens a file for thread `pid`. Writing (or `O_TRUNC`) stages the file's content, and a
+    /// file `pid` empties is its process's to commit at close; reading revalidates the object
+    /// (close-to-open) unless the inode has pending writes, which reads then see.
     pub async fn open(
         &self,
         ino: u64,

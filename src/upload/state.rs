@@ -48,6 +48,21 @@ pub struct Budget {
     kept: AtomicU64,
 }
 
+/// Adds `n` to `counter` if the sum stays within `cap`.
+fn take_within(counter: &AtomicU64, n: u64, cap: u64) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+            (u + n <= cap).then_some(u + n)
+        })
+        .is_ok()
+}
+
+fn give_back(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+        Some(u.saturating_sub(n))
+    });
+}
+
 /// Parts already uploaded from memory and kept there for readers of a file being written, all
 /// files together; past this they are dropped (reads of them fail until the close). Writing
 /// them to the staging disk instead costs more CPU than the upload itself on a slow disk.
@@ -71,51 +86,27 @@ impl Budget {
     }
 
     fn take_memory(&self, n: u64) -> bool {
-        self.memory
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u + n <= TAIL_MEMORY).then_some(u + n)
-            })
-            .is_ok()
+        take_within(&self.memory, n, TAIL_MEMORY)
     }
 
     fn give_memory(&self, n: u64) {
-        let _ = self
-            .memory
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                Some(u.saturating_sub(n))
-            });
+        give_back(&self.memory, n);
     }
 
     fn take_kept(&self, n: u64) -> bool {
-        self.kept
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u + n <= KEPT_MEMORY).then_some(u + n)
-            })
-            .is_ok()
+        take_within(&self.kept, n, KEPT_MEMORY)
     }
 
     fn give_kept(&self, n: u64) {
-        let _ = self
-            .kept
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                Some(u.saturating_sub(n))
-            });
+        give_back(&self.kept, n);
     }
 
     fn take(&self, n: u64) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u + n <= self.cap).then_some(u + n)
-            })
-            .is_ok()
+        take_within(&self.used, n, self.cap)
     }
 
     fn give(&self, n: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                Some(u.saturating_sub(n))
-            });
+        give_back(&self.used, n);
     }
 
     pub fn used(&self) -> u64 {
@@ -422,7 +413,11 @@ impl<S: ObjectStore> WriteState<S> {
         // parts kept in memory become ordinary staged bytes.
         let kept = std::mem::take(&mut g.kept);
         for (at, b) in kept {
-            if let Err(e) = g.file.get().and_then(|f| f.write_all_at(&b, at).map_err(io)) {
+            if let Err(e) = g
+                .file
+                .get()
+                .and_then(|f| f.write_all_at(&b, at).map_err(io))
+            {
                 g.dropped.insert(at..at + b.len() as u64);
                 tracing::warn!("staging a file that lost its name: {e}");
             }
