@@ -35,20 +35,47 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+/// Waits until `child` itself listens on `port`; false if it exited first (another process
+/// of this machine or test took the port between `free_port` and the server's bind).
+fn wait_for_port(port: u16, child: &mut Child, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        // Whoever answers must be our server, not one that took the port first.
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && listens(child.id(), port) {
+            return true;
+        }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
+            eprintln!("{what} exited before listening on {port}: {status}");
+            return false;
         }
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Whoever answers must be our server, not one that took the port first.
-    std::thread::sleep(Duration::from_millis(50));
-    if let Ok(Some(status)) = child.try_wait() {
-        panic!("{what} exited after start ({status}): port {port} taken by another process");
-    }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (/proc/net/tcp).
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true; // cannot tell: trust the connection
+    };
+    let want = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A"))
+                .then(|| f.get(9).map(|s| format!("socket:[{s}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|l| inodes.iter().any(|i| l.to_string_lossy() == *i))
+    })
 }
 
 /// Starts s3s-fs on `port` over `data`, with the test key pair, and waits until it listens.
@@ -67,7 +94,10 @@ fn spawn_s3s_fs(port: u16, data: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start s3s-fs");
-    wait_for_port(port, &mut child, "s3s-fs");
+    assert!(
+        wait_for_port(port, &mut child, "s3s-fs"),
+        "s3s-fs could not listen on {port}"
+    );
     child
 }
 
@@ -96,23 +126,30 @@ pub struct Server {
 impl Server {
     /// moto: any credentials are accepted; S3 key semantics are faithful.
     pub fn moto() -> Server {
-        let port = free_port();
         let python = std::env::var("S3MOUNT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto server (pip install 'moto[server]')");
-        wait_for_port(port, &mut child, "moto server");
-        Server::with(child, port, KEY, SECRET, None)
+        // A port can be taken by another test between `free_port` and moto's bind: try another.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&python)
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto server (pip install 'moto[server]')");
+            if wait_for_port(port, &mut child, "moto server") {
+                return Server::with(child, port, KEY, SECRET, None);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("moto server could not listen on three ports in a row");
     }
 
     /// s3s-fs: checks SigV4 signatures against one key pair (file-backed, so only for tests
