@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestRng, TestRunner};
 
 use s3mount::error::FsError;
 use s3mount::fs::write::{Caller, MetaChange};
@@ -571,7 +571,7 @@ impl Target for Logic {
 }
 
 fn check_with<'a>(cases: u32, max_ops: usize, make: impl Fn() -> Box<dyn Target + 'a>) {
-    let mut runner = TestRunner::new(Config {
+    let config = Config {
         cases,
         failure_persistence: None,
         // Shrinking a failure on a real mount mounts once per attempt: bounded, so that a
@@ -579,7 +579,14 @@ fn check_with<'a>(cases: u32, max_ops: usize, make: impl Fn() -> Box<dyn Target 
         max_shrink_time: 120_000,
         max_shrink_iters: 500,
         ..Config::default()
-    });
+    };
+    // The same cases on every run (CI); MODEL_CASES=N draws N new ones each time.
+    let mut runner = if std::env::var_os("MODEL_CASES").is_some() {
+        TestRunner::new(config)
+    } else {
+        let rng = TestRng::deterministic_rng(config.rng_algorithm);
+        TestRunner::new_with_rng(config, rng)
+    };
     let result = runner.run(&prop::collection::vec(op(), 1..max_ops), |ops| {
         let mut t = make();
         run(&mut *t, &ops).map_err(TestCaseError::fail)
@@ -751,7 +758,7 @@ impl Target for Real<'_> {
 #[test]
 fn many_descriptors_on_a_real_mount_agree_with_the_posix_model() {
     let s = common::Server::moto();
-    // A short run in CI; MODEL_CASES=200 for a long one.
+    // A short run in CI; MODEL_CASES=200 for a long, random one.
     let cases = std::env::var("MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
