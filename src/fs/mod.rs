@@ -431,6 +431,11 @@ impl<S: ObjectStore> Fs<S> {
                 let until = node.valid_until.max(Instant::now());
                 return Ok(self.attr_until(ino, &node.found, until));
             }
+            if self.files.is_orphan(ino) {
+                // Unlinked while open: its path is another file's now, or nothing (fstat on
+                // the descriptor, and the kernel before a read, still ask).
+                return Ok(self.attr_until(ino, &node.found, Instant::now()));
+            }
             node.path.clone()
         };
         let found = self.resolve(&path).await?;
@@ -1067,6 +1072,27 @@ mod tests {
             assert!(fs.ns.listings_cached() <= LISTINGS_BEFORE_PRUNE);
         }
         assert_eq!(fs.lookup(ROOT, "d7").await.unwrap().kind, Kind::Dir);
+    }
+
+    /// Found by the real-mount model: the kernel asks for the attributes of a file unlinked
+    /// while open (before a read, for fstat); they are its own, not ENOENT.
+    #[tokio::test]
+    async fn a_file_unlinked_while_open_keeps_its_attributes() {
+        let store = Arc::new(MemoryStore::new());
+        store.insert("b", Vec::new(), &[]);
+        let fs = Fs::new(
+            store,
+            FsConfig {
+                metadata_ttl: Duration::ZERO,
+                ..FsConfig::default()
+            },
+        );
+        let a = fs.lookup(ROOT, "b").await.unwrap();
+        let o = fs.open(a.ino, false, false, 1).await.unwrap();
+        fs.unlink(ROOT, "b").await.unwrap();
+        assert_eq!(fs.getattr(a.ino).await.unwrap().size, 0);
+        assert!(fs.read(o.fh, 0, 1).await.unwrap().is_empty());
+        fs.release(a.ino, o.fh).await.unwrap();
     }
 
     #[tokio::test]
