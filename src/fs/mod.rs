@@ -708,8 +708,11 @@ impl<S: ObjectStore> Fs<S> {
         self.files.opened(ino);
         let r = self.open_counted(ino, write, truncate, pid).await;
         if r.is_err() && self.files.closed(ino) {
-            if let Some(state) = self.files.take_if_closed(ino).and_then(|l| l.write) {
-                state.abandon().await;
+            if let Some(last) = self.files.take_if_closed(ino) {
+                // As a last close would, an unlinked file's deferred delete included.
+                if let Err(e) = self.finish_last(last, true).await {
+                    tracing::warn!(ino, "after a failed open: {e}");
+                }
             }
         }
         r

@@ -335,15 +335,27 @@ impl<S: ObjectStore> Fs<S> {
             );
             self.failed.lock().push((path, e.clone()));
         }
+        self.finish_last(last, result.is_err()).await?;
+        result
+    }
+
+    /// What is left once a file's last descriptor is gone: a stream no commit will finish
+    /// (`give_up`, or the file has no name) is aborted, and the object version of a file that
+    /// lost its name while open is deleted.
+    pub(super) async fn finish_last(
+        &self,
+        last: super::files::LastClose<S>,
+        give_up: bool,
+    ) -> Result<(), FsError> {
         if let Some(state) = last.write {
-            if result.is_err() || last.orphan {
+            if give_up || last.orphan {
                 state.abandon().await;
             }
         }
         if let Some(d) = last.doomed {
             self.delete_version(&d).await?;
         }
-        result
+        Ok(())
     }
 
     fn path_of(&self, ino: u64) -> String {
